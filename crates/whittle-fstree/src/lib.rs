@@ -1,0 +1,1 @@
+//! whittle-fstree
