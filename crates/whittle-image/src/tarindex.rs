@@ -1,0 +1,167 @@
+//! An index of the members of an outer tar (a docker-archive or oci-archive), so each blob can
+//! be read in place as a window of the archive file, without extracting anything.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+
+use crate::{BlobWindow, Error, Result};
+
+/// Member name → where its bytes are. Symlink members (old `docker save` links duplicate
+/// layers to the first copy) are resolved within the archive.
+#[derive(Debug, Default)]
+pub struct TarIndex {
+    path: PathBuf,
+    files: HashMap<String, (u64, u64)>,
+    links: HashMap<String, String>,
+}
+
+/// Member names longer than this, or more members than `MAX_MEMBERS`, mean the file is not an
+/// image archive; refusing early keeps memory bounded.
+const MAX_MEMBERS: usize = 1 << 20;
+
+impl TarIndex {
+    pub fn scan(path: &Path) -> Result<Self> {
+        Self::scan_limited(path, usize::MAX)
+    }
+
+    /// Transport detection only needs the first few member names.
+    pub(crate) fn scan_for_detection(path: &Path) -> Result<Self> {
+        Self::scan_limited(path, 64)
+    }
+
+    fn scan_limited(path: &Path, limit: usize) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut archive = tar::Archive::new(file);
+        let mut index = TarIndex {
+            path: path.to_path_buf(),
+            ..Default::default()
+        };
+        let entries = archive
+            .entries_with_seek()
+            .map_err(|e| Error::format(path, format!("not a tar archive: {e}")))?;
+        for (n, entry) in entries.enumerate() {
+            if n >= limit {
+                break;
+            }
+            if n >= MAX_MEMBERS {
+                return Err(Error::format(path, "too many members for an image archive"));
+            }
+            let entry =
+                entry.map_err(|e| Error::format(path, format!("corrupt or truncated tar: {e}")))?;
+            let name = normalize_member(&String::from_utf8_lossy(&entry.path_bytes()));
+            let header = entry.header();
+            match header.entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let size = entry.size();
+                    index.files.insert(name, (entry.raw_file_position(), size));
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    if let Some(target) = entry.link_name_bytes() {
+                        let target = String::from_utf8_lossy(&target).into_owned();
+                        let target = if header.entry_type() == tar::EntryType::Symlink {
+                            resolve_relative(&name, &target)
+                        } else {
+                            normalize_member(&target)
+                        };
+                        index.links.insert(name, target);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // An empty or non-tar file parses as an empty archive; make sure we say so.
+        if index.files.is_empty() && index.links.is_empty() {
+            let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+            let len = f
+                .seek(std::io::SeekFrom::End(0))
+                .map_err(|e| Error::io(path, e))?;
+            if len == 0 {
+                return Err(Error::format(path, "empty file, not an image archive"));
+            }
+            let mut head = [0u8; 512];
+            f.rewind().map_err(|e| Error::io(path, e))?;
+            let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
+            if n < 512 || head.iter().any(|&b| b != 0) {
+                return Err(Error::format(path, "not a tar archive"));
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.lookup(name).is_some()
+    }
+
+    fn lookup(&self, name: &str) -> Option<(u64, u64)> {
+        let mut name = normalize_member(name);
+        for _ in 0..16 {
+            if let Some(&w) = self.files.get(&name) {
+                return Some(w);
+            }
+            name = self.links.get(&name)?.clone();
+        }
+        None
+    }
+
+    /// The window of member `name`, or an error naming the archive and the member.
+    pub fn window(&self, name: &str) -> Result<BlobWindow> {
+        let (offset, len) = self.lookup(name).ok_or_else(|| {
+            Error::format(&self.path, format!("missing member {name:?} in archive"))
+        })?;
+        Ok(BlobWindow {
+            file: self.path.clone(),
+            offset,
+            len,
+            display: PathBuf::from(format!(
+                "{}:{}",
+                self.path.display(),
+                normalize_member(name)
+            )),
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .keys()
+            .chain(self.links.keys())
+            .map(String::as_str)
+    }
+}
+
+fn normalize_member(name: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+fn resolve_relative(link: &str, target: &str) -> String {
+    if target.starts_with('/') {
+        return normalize_member(target);
+    }
+    let parent = link.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+    normalize_member(&format!("{parent}/{target}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names() {
+        assert_eq!(normalize_member("./a/b/"), "a/b");
+        assert_eq!(
+            resolve_relative("x/layer.tar", "../y/layer.tar"),
+            "y/layer.tar"
+        );
+    }
+}
