@@ -1,1 +1,201 @@
-//! whittle-layer
+//! Writing a tree as a layer tar, the same bytes every time for the same tree.
+//!
+//! Entries go out in byte order of their paths (a parent before its children), with numeric
+//! owners only, no user or group names, no access or change times, and xattrs in a PAX header
+//! sorted by name. Files that share an inode become one file and hardlinks to it, the first
+//! path in that order carrying the content, so a link never precedes its target.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use whittle_fstree::{display_path, ContentStore, FsTree, Meta, NodeKind};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerOptions {
+    /// Write directories that exist only because a child needed them. A layer that will sit
+    /// on top of untouched lower layers leaves them out, so it does not override the lower
+    /// layers' real metadata for those directories with invented defaults.
+    pub skip_implicit_dirs: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    pub entries: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+}
+
+/// Writes `tree` as an uncompressed tar into `out`.
+pub fn write_layer(
+    tree: &FsTree,
+    store: &ContentStore,
+    out: &mut dyn Write,
+    opts: LayerOptions,
+) -> io::Result<LayerStats> {
+    let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, out));
+    let mut stats = LayerStats::default();
+    let mut first_path: HashMap<u64, &[u8]> = HashMap::new();
+    for (path, node) in tree.iter() {
+        if path.is_empty() {
+            continue;
+        }
+        let name = Path::new(OsStr::from_bytes(path));
+        let mut h = header(&node.meta);
+        match &node.kind {
+            NodeKind::Dir { implicit, opaque } => {
+                if !(*implicit && opts.skip_implicit_dirs) {
+                    xattrs(&mut b, &node.meta)?;
+                    h.set_entry_type(tar::EntryType::Directory);
+                    b.append_data(&mut h, name, io::empty())?;
+                    stats.entries += 1;
+                }
+                if *opaque {
+                    let marker = [path.as_slice(), b"/.wh..wh..opq"].concat();
+                    marker_entry(&mut b, &marker)?;
+                    stats.entries += 1;
+                }
+            }
+            NodeKind::Whiteout => {
+                let (dir, base) = match path.iter().rposition(|&c| c == b'/') {
+                    Some(i) => (&path[..=i], &path[i + 1..]),
+                    None => (&b""[..], path.as_slice()),
+                };
+                marker_entry(&mut b, &[dir, b".wh.", base].concat())?;
+                stats.entries += 1;
+            }
+            NodeKind::File { size, .. } => {
+                if let Some(target) = first_path.get(&node.inode) {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, name, Path::new(OsStr::from_bytes(target)))?;
+                } else {
+                    first_path.insert(node.inode, path);
+                    xattrs(&mut b, &node.meta)?;
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(*size);
+                    let reader = store.open(node).map_err(|e| with_path(path, e))?;
+                    let reader = Exact {
+                        inner: reader,
+                        left: *size,
+                        path,
+                    };
+                    b.append_data(&mut h, name, reader)
+                        .map_err(|e| with_path(path, e))?;
+                    stats.files += 1;
+                    stats.file_bytes += size;
+                }
+                stats.entries += 1;
+            }
+            NodeKind::Symlink(target) => {
+                xattrs(&mut b, &node.meta)?;
+                h.set_entry_type(tar::EntryType::Symlink);
+                b.append_link(&mut h, name, Path::new(OsStr::from_bytes(target)))?;
+                stats.entries += 1;
+            }
+            NodeKind::Char { major, minor } | NodeKind::Block { major, minor } => {
+                xattrs(&mut b, &node.meta)?;
+                h.set_entry_type(if matches!(node.kind, NodeKind::Char { .. }) {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                });
+                h.set_device_major(*major)?;
+                h.set_device_minor(*minor)?;
+                b.append_data(&mut h, name, io::empty())?;
+                stats.entries += 1;
+            }
+            NodeKind::Fifo => {
+                xattrs(&mut b, &node.meta)?;
+                h.set_entry_type(tar::EntryType::Fifo);
+                b.append_data(&mut h, name, io::empty())?;
+                stats.entries += 1;
+            }
+        }
+    }
+    b.into_inner()?.flush()?;
+    Ok(stats)
+}
+
+fn with_path(path: &[u8], e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", display_path(path)))
+}
+
+fn header(meta: &Meta) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(meta.mode & 0o7777);
+    h.set_uid(meta.uid);
+    h.set_gid(meta.gid);
+    h.set_mtime(meta.mtime.max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+/// A whiteout or opaque marker: an empty regular file.
+fn marker_entry<W: Write>(b: &mut tar::Builder<W>, name: &[u8]) -> io::Result<()> {
+    let mut h = header(&Meta::default());
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, Path::new(OsStr::from_bytes(name)), io::empty())
+}
+
+/// xattrs travel in a PAX extended header (`SCHILY.xattr.<name>`), which GNU tar, Docker,
+/// containerd and umoci all read. The tar crate writes no PAX headers itself.
+fn xattrs<W: Write>(b: &mut tar::Builder<W>, meta: &Meta) -> io::Result<()> {
+    if meta.xattrs.is_empty() {
+        return Ok(());
+    }
+    let mut data = Vec::new();
+    for (k, v) in &meta.xattrs {
+        let body_len = b" SCHILY.xattr.".len() + k.len() + 1 + v.len() + 1;
+        // The length prefix counts its own digits.
+        let mut len = body_len + 1;
+        while len.to_string().len() + body_len != len {
+            len = len.to_string().len() + body_len;
+        }
+        data.extend_from_slice(len.to_string().as_bytes());
+        data.extend_from_slice(b" SCHILY.xattr.");
+        data.extend_from_slice(k);
+        data.push(b'=');
+        data.extend_from_slice(v);
+        data.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("././@PaxHeader")?;
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append(&h, &data[..])
+}
+
+/// Passes exactly `left` bytes through, failing loudly if the source is short (a layer whose
+/// content ends early must not turn into a tar with a misaligned next header).
+struct Exact<'a, R> {
+    inner: R,
+    left: u64,
+    path: &'a [u8],
+}
+
+impl<R: Read> Read for Exact<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = out.len().min(self.left as usize);
+        let n = self.inner.read(&mut out[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{}: content shorter than its header says",
+                    display_path(self.path)
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

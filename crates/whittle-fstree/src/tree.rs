@@ -1,0 +1,451 @@
+//! The merged tree and the layer rules that build it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::PathBuf;
+
+use crate::entry::{Entry, EntryKind};
+use crate::path::{base_name, join, parent_of};
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Permission bits including setuid, setgid and sticky (no file type bits).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+    /// Sorted by name; values verbatim (e.g. `security.capability`).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where a regular file's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// `offset` in the uncompressed stream of layer `layer`.
+    Layer { layer: u32, offset: u64 },
+    /// A file of a root file system directory on the host.
+    Host(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    File {
+        size: u64,
+        content: Content,
+    },
+    Dir {
+        /// Created because a child needed a parent, not by an entry of its own.
+        implicit: bool,
+        /// Hides lower layers' children (only meaningful for partial flattening).
+        opaque: bool,
+    },
+    Symlink(Vec<u8>),
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
+    Fifo,
+    /// Hides the same path in layers below the flattened range (partial flattening only).
+    Whiteout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub meta: Meta,
+    /// Paths sharing an inode are hardlinks of one file.
+    pub inode: u64,
+    /// The layer (index in the image) that last wrote this node.
+    pub layer: u32,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, NodeKind::Dir { .. })
+    }
+    pub fn size(&self) -> u64 {
+        match self.kind {
+            NodeKind::File { size, .. } => size,
+            _ => 0,
+        }
+    }
+}
+
+/// Path → node for the whole merged file system. Invariant: every proper ancestor of a node
+/// is a directory node in the map, so a lookup of a parent answers for the whole chain.
+#[derive(Debug, Clone)]
+pub struct FsTree {
+    nodes: BTreeMap<Vec<u8>, Node>,
+    next_inode: u64,
+    /// Keep whiteout nodes and opaque flags for content below the flattened range.
+    track_whiteouts: bool,
+}
+
+const MAX_SYMLINK_HOPS: u32 = 40;
+
+impl FsTree {
+    pub fn new(track_whiteouts: bool) -> Self {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            Vec::new(),
+            Node {
+                kind: NodeKind::Dir {
+                    implicit: true,
+                    opaque: false,
+                },
+                meta: Meta {
+                    mode: 0o755,
+                    ..Meta::default()
+                },
+                inode: 0,
+                layer: 0,
+            },
+        );
+        FsTree {
+            nodes,
+            next_inode: 1,
+            track_whiteouts,
+        }
+    }
+
+    pub fn get(&self, path: &[u8]) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    /// All nodes in byte order of their paths (parents before children), root first.
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// The strict descendants of `path`.
+    pub fn descendants<'a>(
+        &'a self,
+        path: &[u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Node)> + 'a {
+        self.nodes.range::<Vec<u8>, _>(subtree_bounds(path))
+    }
+
+    /// Sum of regular file sizes at and under `path`.
+    pub fn subtree_size(&self, path: &[u8]) -> u64 {
+        self.get(path).map_or(0, Node::size)
+            + self.descendants(path).map(|(_, n)| n.size()).sum::<u64>()
+    }
+
+    /// Removes nodes for which `keep` is false. Removing a directory removes its subtree.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &Node) -> bool) {
+        let mut dropped_dirs: Vec<Vec<u8>> = Vec::new();
+        self.nodes.retain(|p, n| {
+            if p.is_empty() {
+                return true;
+            }
+            // Byte order puts a directory's subtree right after it, except for siblings whose
+            // names sort between (`a-b` between `a` and `a/`): check all dropped prefixes.
+            if dropped_dirs
+                .iter()
+                .any(|d| p.len() > d.len() && p.starts_with(d) && p[d.len()] == b'/')
+            {
+                return false;
+            }
+            let k = keep(p, n);
+            if !k && n.is_dir() {
+                dropped_dirs.push(p.clone());
+            }
+            k
+        });
+    }
+
+    fn new_inode(&mut self) -> u64 {
+        self.next_inode += 1;
+        self.next_inode
+    }
+
+    fn remove_subtree(&mut self, path: &[u8]) {
+        self.nodes.remove(path);
+        self.remove_children(path);
+    }
+
+    fn remove_children(&mut self, path: &[u8]) {
+        let keys: Vec<Vec<u8>> = self
+            .nodes
+            .range::<Vec<u8>, _>(subtree_bounds(path))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.nodes.remove(&k);
+        }
+    }
+
+    fn implicit_dir(&mut self, layer: u32) -> Node {
+        Node {
+            kind: NodeKind::Dir {
+                implicit: true,
+                opaque: false,
+            },
+            meta: Meta {
+                mode: 0o755,
+                ..Meta::default()
+            },
+            inode: self.new_inode(),
+            layer,
+        }
+    }
+
+    /// Applies one layer: whiteouts and opaque markers first (they hide lower layers only),
+    /// then entries in archive order (a later duplicate wins).
+    pub fn apply(&mut self, layer: u32, entries: &[Entry]) -> Result<(), (String, String)> {
+        for e in entries.iter().filter(|e| e.kind == EntryKind::Opaque) {
+            self.remove_children(&e.path);
+            if self.track_whiteouts {
+                let path = self.ensure_dir_chain(&e.path, layer)?;
+                if let Some(Node {
+                    kind: NodeKind::Dir { opaque, .. },
+                    ..
+                }) = self.nodes.get_mut(&path)
+                {
+                    *opaque = true;
+                }
+            }
+        }
+        for e in entries.iter().filter(|e| e.kind == EntryKind::Whiteout) {
+            self.remove_subtree(&e.path);
+            if self.track_whiteouts {
+                let parent = self.ensure_dir_chain(parent_of(&e.path), layer)?;
+                let path = join(&parent, base_name(&e.path));
+                let inode = self.new_inode();
+                self.nodes.insert(
+                    path,
+                    Node {
+                        kind: NodeKind::Whiteout,
+                        meta: Meta::default(),
+                        inode,
+                        layer,
+                    },
+                );
+            }
+        }
+        for e in entries {
+            self.add(layer, e)?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, layer: u32, e: &Entry) -> Result<(), (String, String)> {
+        let shown = || crate::path::display_path(&e.path);
+        let node_kind = match &e.kind {
+            EntryKind::Whiteout | EntryKind::Opaque => return Ok(()),
+            EntryKind::File { size, offset } => NodeKind::File {
+                size: *size,
+                content: Content::Layer {
+                    layer,
+                    offset: *offset,
+                },
+            },
+            EntryKind::HostFile { size, path } => NodeKind::File {
+                size: *size,
+                content: Content::Host(path.clone()),
+            },
+            EntryKind::Dir => NodeKind::Dir {
+                implicit: false,
+                opaque: false,
+            },
+            EntryKind::Symlink(t) => NodeKind::Symlink(t.clone()),
+            EntryKind::Char { major, minor } => NodeKind::Char {
+                major: *major,
+                minor: *minor,
+            },
+            EntryKind::Block { major, minor } => NodeKind::Block {
+                major: *major,
+                minor: *minor,
+            },
+            EntryKind::Fifo => NodeKind::Fifo,
+            EntryKind::Hardlink(target) => {
+                // The link gets the target's inode as it is *now*: if an upper layer later
+                // deletes or replaces the target, the link keeps this content.
+                let Some(t) = self.nodes.get(target) else {
+                    return Err((
+                        shown(),
+                        format!(
+                            "hardlink target {} does not exist",
+                            crate::path::display_path(target)
+                        ),
+                    ));
+                };
+                if t.is_dir() || t.kind == NodeKind::Whiteout {
+                    return Err((
+                        shown(),
+                        format!(
+                            "hardlink target {} is a directory",
+                            crate::path::display_path(target)
+                        ),
+                    ));
+                }
+                let node = t.clone();
+                let path = self.place(&e.path, layer)?;
+                if path.is_empty() {
+                    return Err((shown(), "hardlink over the root".into()));
+                }
+                if self.nodes.get(&path).is_some_and(Node::is_dir) {
+                    self.remove_subtree(&path);
+                }
+                self.nodes.insert(path, node);
+                return Ok(());
+            }
+        };
+        if e.path.is_empty() {
+            let root = self.nodes.get_mut(&Vec::new()).expect("root exists");
+            root.meta = e.meta.clone();
+            root.kind = NodeKind::Dir {
+                implicit: false,
+                opaque: false,
+            };
+            return Ok(());
+        }
+        let path = self.place(&e.path, layer)?;
+        let is_dir = matches!(node_kind, NodeKind::Dir { .. });
+        match self.nodes.get_mut(&path) {
+            Some(existing) if existing.is_dir() && is_dir => {
+                // A directory over a directory merges: new metadata, children kept.
+                let opaque = matches!(existing.kind, NodeKind::Dir { opaque: true, .. });
+                existing.kind = NodeKind::Dir {
+                    implicit: false,
+                    opaque,
+                };
+                existing.meta = e.meta.clone();
+                existing.layer = layer;
+                return Ok(());
+            }
+            Some(existing) if existing.is_dir() => self.remove_subtree(&path),
+            Some(existing) if existing.kind == NodeKind::Whiteout && is_dir => {
+                // Re-created after a whiteout: lower children must stay hidden.
+                let inode = self.new_inode();
+                self.nodes.insert(
+                    path,
+                    Node {
+                        kind: NodeKind::Dir {
+                            implicit: false,
+                            opaque: true,
+                        },
+                        meta: e.meta.clone(),
+                        inode,
+                        layer,
+                    },
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        let inode = self.new_inode();
+        self.nodes.insert(
+            path,
+            Node {
+                kind: node_kind,
+                meta: e.meta.clone(),
+                inode,
+                layer,
+            },
+        );
+        Ok(())
+    }
+
+    /// Makes sure the parent chain of `path` is directories and returns where the entry
+    /// really lands: a parent that is a symlink is followed inside the image (as an engine
+    /// extracting the layer in a chroot would), a missing parent is created, a non-directory
+    /// parent is replaced by a directory.
+    fn place(&mut self, path: &[u8], layer: u32) -> Result<Vec<u8>, (String, String)> {
+        let parent = parent_of(path);
+        if self.nodes.get(parent).is_some_and(Node::is_dir) {
+            return Ok(path.to_vec());
+        }
+        let dir = self.ensure_dir_chain(parent, layer)?;
+        Ok(join(&dir, base_name(path)))
+    }
+
+    fn ensure_dir_chain(&mut self, dir: &[u8], layer: u32) -> Result<Vec<u8>, (String, String)> {
+        if self.nodes.get(dir).is_some_and(Node::is_dir) {
+            return Ok(dir.to_vec());
+        }
+        let mut hops = 0;
+        self.walk_dirs(Vec::new(), dir, layer, &mut hops, dir)
+    }
+
+    /// Walks `rest` from directory `cur`, creating and following as needed.
+    fn walk_dirs(
+        &mut self,
+        mut cur: Vec<u8>,
+        rest: &[u8],
+        layer: u32,
+        hops: &mut u32,
+        orig: &[u8],
+    ) -> Result<Vec<u8>, (String, String)> {
+        let shown = || crate::path::display_path(orig);
+        for comp in rest.split(|&b| b == b'/') {
+            match comp {
+                b"" | b"." => continue,
+                b".." => {
+                    if cur.is_empty() {
+                        return Err((
+                            shown(),
+                            "a symlink on the way leads above the image root".into(),
+                        ));
+                    }
+                    cur = parent_of(&cur).to_vec();
+                    continue;
+                }
+                _ => {}
+            }
+            let cand = join(&cur, comp);
+            match self.nodes.get(&cand).map(|n| n.kind.clone()) {
+                Some(NodeKind::Dir { .. }) => cur = cand,
+                Some(NodeKind::Symlink(target)) => {
+                    *hops += 1;
+                    if *hops > MAX_SYMLINK_HOPS {
+                        return Err((shown(), "too many levels of symbolic links".into()));
+                    }
+                    let base = if target.starts_with(b"/") {
+                        Vec::new()
+                    } else {
+                        cur.clone()
+                    };
+                    cur = self.walk_dirs(base, &target, layer, hops, orig)?;
+                }
+                Some(_) => {
+                    self.remove_subtree(&cand);
+                    let d = self.implicit_dir(layer);
+                    self.nodes.insert(cand.clone(), d);
+                    cur = cand;
+                }
+                None => {
+                    let d = self.implicit_dir(layer);
+                    self.nodes.insert(cand.clone(), d);
+                    cur = cand;
+                }
+            }
+        }
+        Ok(cur)
+    }
+}
+
+/// Key range of the strict descendants of `path`: `path/` up to (not including) `path0`,
+/// since `0` is the byte after `/`.
+fn subtree_bounds(path: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    if path.is_empty() {
+        return (Bound::Excluded(Vec::new()), Bound::Unbounded);
+    }
+    let mut lo = path.to_vec();
+    lo.push(b'/');
+    let mut hi = path.to_vec();
+    hi.push(b'0');
+    (Bound::Included(lo), Bound::Excluded(hi))
+}
