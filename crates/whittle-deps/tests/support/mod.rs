@@ -1,0 +1,178 @@
+//! Shared harness of the integration tests: building tiny ELF programs with the host's C
+//! compiler, finding the root file systems to compare against, and running `ldd` inside
+//! them with `chroot`.
+
+#![allow(dead_code, clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Compiles C source into `out` with extra `cc` arguments; panics with the compiler's
+/// output on failure.
+pub fn cc(out: &Path, src: &str, args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("src.c");
+    std::fs::write(&c, src).unwrap();
+    if let Some(p) = out.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let output = Command::new("cc")
+        .arg("-o")
+        .arg(out)
+        .arg(&c)
+        .args(args)
+        .output()
+        .expect("running cc (install build-essential)");
+    assert!(
+        output.status.success(),
+        "cc {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The root file systems named by `WHITTLE_DEPS_ROOTS`. Fails (never skips) when unset or
+/// missing, saying how to make them.
+pub fn roots() -> Vec<PathBuf> {
+    const HOW: &str = "set WHITTLE_DEPS_ROOTS to colon-separated root file system directories, e.g.\n  \
+        mmdebstrap --variant=minbase --include=nginx-light bookworm /tmp/deps-root-nginx\n  \
+        mmdebstrap --variant=minbase --include=python3,ca-certificates bookworm /tmp/deps-root-python\n  \
+        export WHITTLE_DEPS_ROOTS=/tmp/deps-root-nginx:/tmp/deps-root-python\n\
+        (mmdebstrap is in Debian's mmdebstrap package; the roots need ldd, i.e. libc-bin)";
+    let Ok(var) = std::env::var("WHITTLE_DEPS_ROOTS") else {
+        panic!("WHITTLE_DEPS_ROOTS is not set: {HOW}");
+    };
+    let roots: Vec<PathBuf> = var
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    assert!(!roots.is_empty(), "WHITTLE_DEPS_ROOTS is empty: {HOW}");
+    for r in &roots {
+        assert!(
+            r.join("usr/bin/ldd").exists() || r.join("bin/ldd").exists(),
+            "{} is not a root file system with ldd: {HOW}",
+            r.display()
+        );
+    }
+    roots
+}
+
+/// Every regular file under `root` (not crossing /proc, /sys, /dev) that is an ELF
+/// executable or shared object, as image paths, sorted.
+pub fn elf_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = format!("/{}", p.strip_prefix(root).unwrap().display());
+            if ["/proc", "/sys", "/dev"].contains(&rel.as_str()) {
+                continue;
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                let mut head = [0u8; 20];
+                let n = std::fs::File::open(&p)
+                    .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                    .unwrap_or(0);
+                if n == 20 && &head[..4] == b"\x7fELF" {
+                    let e_type = if head[5] == 2 {
+                        u16::from_be_bytes([head[16], head[17]])
+                    } else {
+                        u16::from_le_bytes([head[16], head[17]])
+                    };
+                    if e_type == 2 || e_type == 3 {
+                        out.push(rel);
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What `ldd` said about one file.
+#[derive(Debug, Clone, Default)]
+pub struct LddResult {
+    /// Paths of loaded objects, as printed.
+    pub paths: Vec<String>,
+    /// Names printed as "not found".
+    pub not_found: BTreeSet<String>,
+    /// "not a dynamic executable" / "statically linked".
+    pub is_static: bool,
+    /// ldd's exit status.
+    pub status: i32,
+    /// The raw output.
+    pub raw: String,
+}
+
+/// Runs `ldd` on each file inside `chroot root`, in batches (one shell per batch), with a
+/// clean environment.
+pub fn ldd_in_chroot(root: &Path, files: &[String]) -> BTreeMap<String, LddResult> {
+    let mut out = BTreeMap::new();
+    for batch in files.chunks(200) {
+        let output = Command::new("chroot")
+            .arg(root)
+            .args([
+                "/bin/sh",
+                "-c",
+                r#"for f; do printf '\n@@@file %s\n' "$f"; ldd "$f" 2>&1; printf '\n@@@rc %s\n' "$?"; done"#,
+                "sh",
+            ])
+            .args(batch)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .output()
+            .expect("running chroot (needs root)");
+        assert!(
+            output.status.success(),
+            "chroot {} failed: {}",
+            root.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut cur: Option<(String, LddResult)> = None;
+        for line in text.lines() {
+            if let Some(f) = line.strip_prefix("@@@file ") {
+                cur = Some((f.to_owned(), LddResult::default()));
+                continue;
+            }
+            let Some((_, res)) = cur.as_mut() else {
+                continue;
+            };
+            if let Some(rc) = line.strip_prefix("@@@rc ") {
+                res.status = rc.trim().parse().unwrap_or(-1);
+                let (f, r) = cur.take().unwrap();
+                out.insert(f, r);
+                continue;
+            }
+            res.raw.push_str(line);
+            res.raw.push('\n');
+            let l = line.trim();
+            if l.contains("not a dynamic executable") || l == "statically linked" {
+                res.is_static = true;
+            } else if let Some((name, rest)) = l.split_once(" => ") {
+                if rest.trim() == "not found" {
+                    res.not_found.insert(name.trim().to_owned());
+                } else if let Some(p) = rest.split(" (0x").next() {
+                    if p.starts_with('/') {
+                        res.paths.push(p.trim().to_owned());
+                    }
+                }
+            } else if l.starts_with('/') {
+                if let Some(p) = l.split(" (0x").next() {
+                    res.paths.push(p.trim().to_owned());
+                }
+            }
+        }
+    }
+    out
+}
