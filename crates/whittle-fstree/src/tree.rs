@@ -143,13 +143,16 @@ impl FsTree {
             + self.descendants(path).map(|(_, n)| n.size()).sum::<u64>()
     }
 
-    /// Removes nodes for which `keep` is false. Removing a directory removes its subtree.
+    /// Removes nodes for which `keep` is false. Removing a directory removes its subtree;
+    /// `keep` is still called for the nodes of that subtree (so callers can count them), but
+    /// its answer for them is ignored.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &Node) -> bool) {
         let mut dropped_dirs: Vec<Vec<u8>> = Vec::new();
         self.nodes.retain(|p, n| {
             if p.is_empty() {
                 return true;
             }
+            let k = keep(p, n);
             // Byte order puts a directory's subtree right after it, except for siblings whose
             // names sort between (`a-b` between `a` and `a/`): check all dropped prefixes.
             if dropped_dirs
@@ -158,7 +161,6 @@ impl FsTree {
             {
                 return false;
             }
-            let k = keep(p, n);
             if !k && n.is_dir() {
                 dropped_dirs.push(p.clone());
             }

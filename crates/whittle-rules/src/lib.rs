@@ -161,7 +161,8 @@ impl Rules {
         let mut totals: BTreeMap<JunkClass, ClassTotal> = BTreeMap::new();
         let mut dropped_under: Option<(Vec<u8>, JunkClass)> = None;
         tree.retain(|path, node| {
-            // Descendants of a dropped directory are counted under that directory's class.
+            // Descendants of a dropped directory are counted under that directory's class
+            // (the tree drops them with it whatever this returns).
             if let Some((dir, class)) = &dropped_under {
                 if under(path, dir) {
                     if !node.is_dir() {

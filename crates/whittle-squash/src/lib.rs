@@ -1,1 +1,240 @@
-//! whittle-squash
+//! `whittle squash`: layers `N..` of an image become one layer; layers below `N` are copied
+//! byte for byte; the config is kept except for `rootfs.diff_ids` and `history`.
+//!
+//! Reproducible by construction: the layer tar is written from the merged tree in path order
+//! with no wall-clock times, and the only timestamp whittle adds (the history entry) comes
+//! from the source config or `SOURCE_DATE_EPOCH`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use whittle_fstree::{flatten, FlattenOptions};
+use whittle_image::compression::Compression;
+use whittle_image::write::{Destination, LayerOut, NewImage, WriteSummary};
+use whittle_image::{ImageRef, Transport};
+use whittle_layer::{write_layer, LayerOptions};
+use whittle_rules::{ClassTotal, JunkClass, Rules};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] whittle_image::Error),
+    #[error(transparent)]
+    Tree(#[from] whittle_fstree::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SquashOptions {
+    /// First layer (0-based) to squash; lower layers are kept as they are.
+    pub from_layer: usize,
+    pub tag: Option<String>,
+    pub drop_globs: Vec<String>,
+    pub drop_junk: bool,
+    pub compression: Option<Compression>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Dropped {
+    pub class: JunkClass,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SquashReport {
+    pub source: String,
+    pub destination: String,
+    pub layers_before: usize,
+    pub layers_after: usize,
+    /// Sum of the source layers' uncompressed tar sizes.
+    pub size_before: u64,
+    /// Sum of the written layers' uncompressed tar sizes.
+    pub size_after: u64,
+    pub dropped: Vec<Dropped>,
+    pub dropped_bytes: u64,
+    pub config_digest: String,
+    pub layers: Vec<whittle_image::write::LayerSummary>,
+}
+
+/// Squashes `src` into `dest`. `progress` is called with uncompressed bytes read.
+pub fn squash(
+    src: &ImageRef,
+    dest: &ImageRef,
+    opts: &SquashOptions,
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<SquashReport, Error> {
+    if src.transport != Transport::DockerDaemon
+        && dest.transport != Transport::DockerDaemon
+        && same_file(&src.path, &dest.path)
+    {
+        return Err(Error::Usage(format!(
+            "{}: destination is the source; write somewhere else",
+            dest.path.display()
+        )));
+    }
+    if src.transport == Transport::DockerDaemon
+        && src.name == dest.name
+        && dest.transport == Transport::DockerDaemon
+    {
+        return Err(Error::Usage(format!(
+            "{dest}: destination is the source; use another tag"
+        )));
+    }
+    let destination = Destination::prepare(dest)?;
+    let image = whittle_image::open(src)?;
+    let n = image.layers.len();
+    if opts.from_layer >= n.max(1) {
+        return Err(Error::Usage(format!(
+            "--from-layer {} but {src} has {n} layer(s) (numbered from 0)",
+            opts.from_layer
+        )));
+    }
+    let mut flat = flatten(
+        &image,
+        FlattenOptions {
+            from_layer: opts.from_layer,
+            keep_content: true,
+        },
+        progress,
+    )?;
+    let rules = Rules::new(&flat.tree, opts.drop_junk, &opts.drop_globs).map_err(Error::Usage)?;
+    let totals: BTreeMap<JunkClass, ClassTotal> = rules.apply(&mut flat.tree);
+    let size_before = source_size(&image);
+
+    let mut config = image.config.clone();
+    rewrite_history(&mut config.value, opts.from_layer);
+    let mut layers: Vec<LayerOut<'_>> = image.layers[..opts.from_layer]
+        .iter()
+        .cloned()
+        .map(LayerOut::Copy)
+        .collect();
+    let (tree, store) = (&flat.tree, &flat.store);
+    let layer_opts = LayerOptions {
+        skip_implicit_dirs: opts.from_layer > 0,
+    };
+    layers.push(LayerOut::New(Box::new(move |w| {
+        write_layer(tree, store, w, layer_opts).map(|_| ())
+    })));
+    let summary: WriteSummary = destination.write(NewImage {
+        config,
+        layers,
+        tag: opts
+            .tag
+            .clone()
+            .or_else(|| dest.name.clone())
+            .or_else(|| match dest.transport {
+                // An archive keeps the source's name unless told otherwise, as docker-squash does.
+                Transport::DockerArchive => image.repo_tags.first().cloned(),
+                _ => None,
+            }),
+        compression: opts.compression.unwrap_or(Compression::None),
+    })?;
+    let dropped: Vec<Dropped> = totals
+        .iter()
+        .map(|(c, t)| Dropped {
+            class: *c,
+            files: t.files,
+            bytes: t.bytes,
+        })
+        .collect();
+    Ok(SquashReport {
+        source: src.to_string(),
+        destination: summary.destination.clone(),
+        layers_before: n,
+        layers_after: summary.layers.len(),
+        size_before,
+        size_after: uncompressed_total(&summary),
+        dropped_bytes: dropped.iter().map(|d| d.bytes).sum(),
+        dropped,
+        config_digest: summary.config_digest.to_string(),
+        layers: summary.layers,
+    })
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Uncompressed size of the source image: the layer tar sizes when uncompressed; compressed
+/// layers count their stored size (their true size is known only after reading them).
+fn source_size(image: &whittle_image::Image) -> u64 {
+    image.layers.iter().map(|l| l.stored_size()).sum()
+}
+
+fn uncompressed_total(s: &WriteSummary) -> u64 {
+    s.layers.iter().map(|l| l.size).sum()
+}
+
+/// Keeps history entries of the kept layers, replaces the squashed layers' entries with one,
+/// and keeps the config-only (`empty_layer`) entries that followed.
+fn rewrite_history(config: &mut Value, from_layer: usize) {
+    let created = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|secs| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            humantime::format_rfc3339_seconds(t).to_string()
+        });
+    if let Some(c) = &created {
+        config["created"] = json!(c);
+    }
+    let when = config.get("created").cloned().unwrap_or(Value::Null);
+    let history = config
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let is_empty = |h: &Value| {
+        h.get("empty_layer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    // Entries before the first squashed layer's entry stay where they are.
+    let mut non_empty = 0usize;
+    let split = history
+        .iter()
+        .position(|h| {
+            let hit = !is_empty(h) && non_empty == from_layer;
+            if !is_empty(h) {
+                non_empty += 1;
+            }
+            hit
+        })
+        .unwrap_or(history.len());
+    let mut out: Vec<Value> = history[..split].to_vec();
+    let mut entry = json!({
+        "created_by": format!("whittle squash --from-layer {from_layer}"),
+        "comment": format!("layers {from_layer}.. squashed by whittle {}", env!("CARGO_PKG_VERSION")),
+    });
+    if !when.is_null() {
+        entry["created"] = when;
+    }
+    out.push(entry);
+    out.extend(history[split..].iter().filter(|h| is_empty(h)).cloned());
+    config["history"] = Value::Array(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_is_rewritten() {
+        let mut c = json!({"created": "2020-01-01T00:00:00Z", "history": [
+            {"created_by": "base"}, {"created_by": "ENV x", "empty_layer": true},
+            {"created_by": "apt"}, {"created_by": "CMD", "empty_layer": true}]});
+        rewrite_history(&mut c, 1);
+        let h = c["history"].as_array().unwrap();
+        assert_eq!(h.len(), 4);
+        assert_eq!(h[0]["created_by"], "base");
+        assert_eq!(h[1]["created_by"], "ENV x");
+        assert_eq!(h[2]["created_by"], "whittle squash --from-layer 1");
+        assert_eq!(h[2]["created"], "2020-01-01T00:00:00Z");
+        assert_eq!(h[3]["created_by"], "CMD");
+    }
+}

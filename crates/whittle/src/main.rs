@@ -1,1 +1,40 @@
-fn main() {}
+//! The `whittle` command line. It parses arguments, calls one library function per command
+//! and maps failures to exit codes; all the work lives in the library crates.
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Lean containers: inspect, squash and slim container images.
+#[derive(Debug, Parser)]
+#[command(name = "whittle", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Squash layers into one, optionally dropping junk.
+    Squash(commands::squash::Args),
+    /// Report on an image: layers, sizes, wasted space, junk and security notes.
+    Inspect(commands::inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Squash(a) => commands::squash::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::error_line(&e);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Terminal conventions shared by every command: progress only on a terminal, `NO_COLOR`
+//! honoured, one-line errors, human-readable sizes.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A byte counter on stderr when it is a terminal; a hidden no-op bar otherwise.
+pub fn byte_progress(message: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let template = if no_color() {
+        "{msg} {bytes} ({binary_bytes_per_sec}) {elapsed}"
+    } else {
+        "{spinner:.cyan} {msg} {bytes} ({binary_bytes_per_sec}) {elapsed}"
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Prints an error as one line: the chain of causes joined, never a backtrace.
+#[allow(clippy::print_stderr)]
+pub fn error_line(e: &anyhow::Error) {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    eprintln!("whittle: error: {msg}");
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+#[allow(clippy::print_stdout)]
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
