@@ -103,6 +103,8 @@ struct Build<'c> {
     cwd: String,
     ca_done: bool,
     nss_conf_done: bool,
+    /// Scripts whose interpreter is being analysed (to report `#!` cycles).
+    script_stack: Vec<String>,
 }
 
 impl<'fs> Analyzer<'fs> {
@@ -190,6 +192,7 @@ impl<'fs> Analyzer<'fs> {
             cwd: config.cwd(),
             ca_done: false,
             nss_conf_done: false,
+            script_stack: Vec::new(),
         };
         self.add_user(&mut b);
         self.add_working_dir(&mut b);
@@ -459,13 +462,23 @@ impl<'fs> Analyzer<'fs> {
         }
         let cwd = b.cwd.clone();
         match self.res.resolve(&sb.interpreter, &cwd, true) {
-            Ok(ir) => self.add_program(
-                b,
-                ir,
-                Reason::Shebang { of: me.to_owned() },
-                true,
-                depth + 1,
-            ),
+            Ok(ir) => {
+                if ir.path == me || b.script_stack.contains(&ir.path) {
+                    // The kernel would recurse until ELOOP.
+                    b.closure.add_problem(Problem {
+                        path: me.to_owned(),
+                        kind: ProblemKind::ScriptTooDeep,
+                        message: format!(
+                            "{me}: #! interpreter {} leads back to the script (ELOOP)",
+                            ir.path
+                        ),
+                    });
+                }
+                b.script_stack.push(me.to_owned());
+                let reason = Reason::Shebang { of: me.to_owned() };
+                self.add_program(b, ir, reason, true, depth + 1);
+                b.script_stack.pop();
+            }
             Err(e) => {
                 b.missing_fs(&sb.interpreter, me, MissingKind::Shebang, true, &e);
                 return;

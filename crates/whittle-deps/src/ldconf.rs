@@ -5,7 +5,10 @@
 //! which `ldconfig` builds from `ld.so.conf`. An image's cache may be stale or absent (a
 //! layer added libraries without running `ldconfig`), and the slim image keeps the cache
 //! file as it is; searching the configured directories in order is what the cache encodes
-//! when it is current, and finds a superset when it is not.
+//! when it is current, and finds a superset when it is not. One more superset case: the
+//! cache only indexes files by their SONAME link, so a `DT_NEEDED` naming a file that is
+//! not a SONAME (an unversioned `libfoo.so`) is found here in a configured directory where
+//! ld.so would only look in its default directories.
 
 use crate::resolve::{absolutize, parent, Resolver};
 

@@ -295,6 +295,9 @@ mod tests {
         symlink("loop1", r.join("loop2")).unwrap();
         symlink("nowhere", r.join("dangling")).unwrap();
         symlink("/", r.join("rootlink")).unwrap();
+        // The host has /etc/hostname; the image does not: an absolute link must not see it.
+        symlink("/etc/hostname", r.join("escape")).unwrap();
+        symlink("../../../../etc/hostname", r.join("usr/escape2")).unwrap();
         tmp
     }
 
@@ -364,6 +367,14 @@ mod tests {
         assert!(matches!(
             r.resolve("/usr/nope/x", "/", true),
             Err(FsError::NotFound { .. })
+        ));
+        assert!(matches!(
+            r.resolve("/escape", "/", true),
+            Err(FsError::Dangling { .. })
+        ));
+        assert!(matches!(
+            r.resolve("/usr/escape2", "/", true),
+            Err(FsError::Dangling { .. })
         ));
     }
 

@@ -50,6 +50,10 @@ fn compare(root: &Path, files: &[String]) -> Stats {
         if report.is_err() && l.is_static {
             // Not an object ld.so can run (e.g. the wrong-class decoy): both agree.
             stats.skipped_static += 1;
+            println!(
+                "skipped (ldd: {}; whittle: not loadable): {f}",
+                l.raw.trim()
+            );
             continue;
         }
         let (ours, our_missing, our_problems) = match &report {
@@ -67,6 +71,7 @@ fn compare(root: &Path, files: &[String]) -> Stats {
         };
         if l.is_static {
             stats.skipped_static += 1;
+            println!("skipped (ldd: {}): {f}", l.raw.trim());
             if !ours.is_empty() || !our_missing.is_empty() {
                 stats.differences += 1;
                 println!(

@@ -176,3 +176,125 @@ pub fn ldd_in_chroot(root: &Path, files: &[String]) -> BTreeMap<String, LddResul
     }
     out
 }
+
+/// A small merged-/usr root file system in a temp dir, filled with the host's own
+/// binaries and libraries (the host is Debian, like the images).
+pub struct MiniRoot {
+    pub dir: tempfile::TempDir,
+}
+
+impl MiniRoot {
+    /// `/lib -> usr/lib`, `/lib64 -> usr/lib64`, `/bin -> usr/bin`, `/sbin -> usr/sbin`,
+    /// the loader and libc.
+    pub fn new() -> MiniRoot {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in [
+            "usr/bin",
+            "usr/sbin",
+            "usr/lib/x86_64-linux-gnu",
+            "usr/lib64",
+            "etc",
+            "tmp",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for (link, target) in [
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+            ("bin", "usr/bin"),
+            ("sbin", "usr/sbin"),
+        ] {
+            std::os::unix::fs::symlink(target, r.join(link)).unwrap();
+        }
+        let m = MiniRoot { dir };
+        m.copy_host("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+        std::os::unix::fs::symlink(
+            "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            m.path("/usr/lib64/ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
+        m.copy_host("/usr/lib/x86_64-linux-gnu/libc.so.6");
+        m
+    }
+
+    /// The host path of an image path.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p.trim_start_matches('/'))
+    }
+
+    /// Copies a host file (symlinks followed) to the same image path.
+    pub fn copy_host(&self, host: &str) {
+        let dst = self.path(host);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(host, &dst).unwrap_or_else(|e| panic!("copy {host}: {e}"));
+    }
+
+    /// Copies a host program and every library the host's ldd lists for it, each to its
+    /// canonical host path under /usr (merged-/usr).
+    pub fn copy_host_program(&self, host: &str) {
+        self.copy_host(host);
+        let out = Command::new("ldd").arg(host).output().unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let p = match line.split_once(" => ") {
+                Some((_, rest)) => rest.split(" (0x").next().unwrap_or("").trim().to_owned(),
+                None => line.trim().split(" (0x").next().unwrap_or("").to_owned(),
+            };
+            if !p.starts_with('/') {
+                continue;
+            }
+            let canon = std::fs::canonicalize(&p).unwrap();
+            let canon = canon.to_str().unwrap();
+            if !self.path(canon).exists() {
+                self.copy_host(canon);
+            }
+            // Keep the name ld.so looks for (e.g. libz.so.1 -> libz.so.1.2.13).
+            let name = Path::new(&p)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let dst = self.path(&format!("/usr/lib/x86_64-linux-gnu/{name}"));
+            if std::fs::symlink_metadata(&dst).is_err() {
+                let target = Path::new(canon).file_name().unwrap();
+                std::os::unix::fs::symlink(target, &dst).unwrap();
+            }
+        }
+    }
+
+    /// Writes a file, creating parents.
+    pub fn write(&self, p: &str, content: impl AsRef<[u8]>) {
+        let dst = self.path(p);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::write(dst, content).unwrap();
+    }
+
+    /// Makes a symlink, creating parents.
+    pub fn symlink(&self, p: &str, target: &str) {
+        let dst = self.path(p);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, dst).unwrap();
+    }
+
+    /// Sets permission bits.
+    pub fn chmod(&self, p: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+impl MiniRoot {
+    /// Copies a host library by its soname link (e.g. `libz.so.1`) from the multiarch
+    /// directory: the real file under its own name, plus the link.
+    pub fn copy_host_lib(&self, name: &str) {
+        let host = format!("/usr/lib/x86_64-linux-gnu/{name}");
+        let canon = std::fs::canonicalize(&host).unwrap();
+        let canon = canon.to_str().unwrap().to_owned();
+        self.copy_host(&canon);
+        if canon != host {
+            let target = Path::new(&canon).file_name().unwrap().to_str().unwrap();
+            self.symlink(&host, target);
+        }
+    }
+}

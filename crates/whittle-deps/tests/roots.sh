@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prints a value for WHITTLE_DEPS_ROOTS (the root file systems the ldd accuracy test of
+# whittle-deps compares against): the nginx and python fixture images of fixtures/build.sh,
+# unpacked with umoci (an implementation independent of whittle's own layer code), cached
+# per fixture set.
+#
+#   export WHITTLE_DEPS_ROOTS=$(crates/whittle-deps/tests/roots.sh)
+#
+# Environment: WHITTLE_DEPS_ROOTS_CACHE (default /var/cache/whittle-deps-roots). Needs root
+# (umoci unpack keeps owners and device nodes) and what fixtures/build.sh needs.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+CACHE=${WHITTLE_DEPS_ROOTS_CACHE:-/var/cache/whittle-deps-roots}
+command -v umoci >/dev/null || apt-get install -y umoci >&2
+FIX=$("$REPO/fixtures/build.sh" nginx python)
+SET=$CACHE/$(basename "$FIX")
+mkdir -p "$SET"
+roots=()
+for name in nginx python; do
+  dir=$SET/$name
+  if [ ! -d "$dir/rootfs/usr" ]; then
+    tmp=$SET/.$name.tmp.$$
+    rm -rf "$tmp"
+    umoci unpack --image "$FIX/$name.oci:latest" "$tmp" >&2
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+  fi
+  roots+=("$dir/rootfs")
+done
+# Sets of older fixture versions are left behind by fixtures/build.sh prune; drop ours too.
+for old in "$CACHE"/*/; do
+  [ "${old%/}" = "$SET" ] || [ -e "$FIX/../$(basename "$old")" ] || rm -rf "$old"
+done
+(IFS=:; echo "${roots[*]}")
