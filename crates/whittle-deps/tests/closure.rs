@@ -94,7 +94,7 @@ fn missing_entrypoint_and_libraries_are_reported_not_fatal() {
         &[
             "-Wl,--unresolved-symbols=ignore-all",
             "-Wl,--no-as-needed",
-            "-lz",
+            "-l:libz.so.1",
         ],
     );
     let c = closure(&root, entry(&["needy"]), &[]);
@@ -220,7 +220,7 @@ fn nss_modules_with_their_own_dependencies_and_ca_bundles() {
     cc(
         &root.path("/usr/lib/x86_64-linux-gnu/libnss_mymod.so.2"),
         GETPID_LIB,
-        &["-shared", "-fPIC", "-Wl,--no-as-needed", "-lz"],
+        &["-shared", "-fPIC", "-Wl,--no-as-needed", "-l:libz.so.1"],
     );
     cc(
         &root.path("/usr/lib/x86_64-linux-gnu/libnss_files.so.2"),

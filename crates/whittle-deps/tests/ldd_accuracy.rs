@@ -166,7 +166,12 @@ fn build_fixture(root: &Path) -> Vec<String> {
     support::cc(
         &p("/opt/wt/lib/libwtcore.so.1.0"),
         LIB_SRC,
-        &["-shared", "-fPIC", "-Wl,-soname,libwtcore.so.1", "-lz"],
+        &[
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libwtcore.so.1",
+            "-l:libz.so.1",
+        ],
     );
     std::os::unix::fs::symlink("libwtcore.so.1.0", p("/opt/wt/lib/libwtcore.so.1")).unwrap();
     support::cc(

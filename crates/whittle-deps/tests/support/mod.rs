@@ -31,31 +31,59 @@ pub fn cc(out: &Path, src: &str, args: &[&str]) {
     );
 }
 
-/// The root file systems named by `WHITTLE_DEPS_ROOTS`. Fails (never skips) when unset or
-/// missing, saying how to make them.
+/// The root file systems to compare against: `WHITTLE_DEPS_ROOTS` (colon-separated
+/// directories), or else the nginx and python images of the fixture set in
+/// `WHITTLE_FIXTURES` (what `scripts/test` exports), unpacked by `tests/roots.sh`. Fails —
+/// never skips — when neither is there, saying how to make them.
 pub fn roots() -> Vec<PathBuf> {
-    const HOW: &str = "set WHITTLE_DEPS_ROOTS to colon-separated root file system directories, e.g.\n  \
+    static ROOTS: std::sync::OnceLock<Result<Vec<PathBuf>, String>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(find_roots)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn find_roots() -> Result<Vec<PathBuf>, String> {
+    const HOW: &str = "set WHITTLE_DEPS_ROOTS to colon-separated root file system directories:\n  \
+        export WHITTLE_DEPS_ROOTS=$(crates/whittle-deps/tests/roots.sh)   # fixture images, unpacked\n\
+        or by hand:\n  \
         mmdebstrap --variant=minbase --include=nginx-light bookworm /tmp/deps-root-nginx\n  \
         mmdebstrap --variant=minbase --include=python3,ca-certificates bookworm /tmp/deps-root-python\n  \
         export WHITTLE_DEPS_ROOTS=/tmp/deps-root-nginx:/tmp/deps-root-python\n\
-        (mmdebstrap is in Debian's mmdebstrap package; the roots need ldd, i.e. libc-bin)";
-    let Ok(var) = std::env::var("WHITTLE_DEPS_ROOTS") else {
-        panic!("WHITTLE_DEPS_ROOTS is not set: {HOW}");
+        (or set WHITTLE_FIXTURES to a fixtures/build.sh set; the roots need ldd, i.e. libc-bin)";
+    let var = match std::env::var("WHITTLE_DEPS_ROOTS") {
+        Ok(v) => v,
+        Err(_) if std::env::var_os("WHITTLE_FIXTURES").is_some() => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/roots.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| format!("running {}: {e}\n{HOW}", script.display()))?;
+            if !out.status.success() {
+                return Err(format!("{} failed\n{HOW}", script.display()));
+            }
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+        Err(_) => return Err(format!("WHITTLE_DEPS_ROOTS is not set: {HOW}")),
     };
     let roots: Vec<PathBuf> = var
         .split(':')
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .collect();
-    assert!(!roots.is_empty(), "WHITTLE_DEPS_ROOTS is empty: {HOW}");
-    for r in &roots {
-        assert!(
-            r.join("usr/bin/ldd").exists() || r.join("bin/ldd").exists(),
-            "{} is not a root file system with ldd: {HOW}",
-            r.display()
-        );
+    if roots.is_empty() {
+        return Err(format!("WHITTLE_DEPS_ROOTS is empty: {HOW}"));
     }
-    roots
+    for r in &roots {
+        if !(r.join("usr/bin/ldd").exists() || r.join("bin/ldd").exists()) {
+            return Err(format!(
+                "{} is not a root file system with ldd: {HOW}",
+                r.display()
+            ));
+        }
+    }
+    Ok(roots)
 }
 
 /// Every regular file under `root` (not crossing /proc, /sys, /dev) that is an ELF
