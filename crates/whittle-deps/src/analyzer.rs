@@ -551,13 +551,17 @@ impl<'fs> Analyzer<'fs> {
                 }
             } else {
                 match &o.via {
-                    LoadVia::Main | LoadVia::Interp => {
-                        if interp_path.is_none() {
-                            // A library analysed on its own: the loader ldd would use.
-                            self.add_resolved(b, &o.resolved, Reason::Interp { of: me.clone() });
-                        }
-                        continue;
-                    }
+                    LoadVia::Main => continue,
+                    // The loader is kept as PT_INTERP; a DT_NEEDED naming it (libc.so.6 needs
+                    // ld-linux-x86-64.so.2) is a reason too, and the only one for a library
+                    // analysed on its own.
+                    LoadVia::Interp => match by {
+                        Some(of) => Reason::Needed {
+                            of,
+                            name: o.name.clone(),
+                        },
+                        None => continue,
+                    },
                     LoadVia::Dep { dep } => match dep {
                         crate::elf::DepKind::Needed => Reason::Needed {
                             of: by.unwrap_or_else(|| me.clone()),

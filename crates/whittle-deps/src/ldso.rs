@@ -214,7 +214,8 @@ pub struct LoadedObject {
     pub canonical: String,
     /// How it was loaded.
     pub via: LoadVia,
-    /// Index of the object whose dependency brought it in.
+    /// Index of the object whose dependency brought it in (for the loader: the first
+    /// object that needs it by name).
     pub needed_by: Option<usize>,
     /// For hwcaps fallbacks: index of the object a more capable CPU loads instead.
     pub variant_of: Option<usize>,
@@ -828,7 +829,12 @@ impl Analyzer<'_> {
 
         if musl && musl_reserved(name) {
             if let Some(i) = st.objects.iter().position(|o| o.via == LoadVia::Interp) {
-                st.objects[i].referenced = true;
+                let o = &mut st.objects[i];
+                if o.needed_by.is_none() {
+                    o.needed_by = Some(by);
+                    o.name = name.to_owned();
+                }
+                o.referenced = true;
                 return Some(i);
             }
         }
@@ -843,6 +849,11 @@ impl Analyzer<'_> {
         // An object already loaded under this name (or with this SONAME) is reused.
         if let Some(i) = st.find_by_name(&expanded, musl) {
             let o = &mut st.objects[i];
+            if o.via == LoadVia::Interp && o.needed_by.is_none() {
+                // Remember who needs the loader by name (libc.so.6 needs ld-linux...).
+                o.needed_by = Some(by);
+                o.name = expanded.clone();
+            }
             o.referenced = true;
             if !o.names.contains(&expanded) {
                 o.names.push(expanded);

@@ -528,3 +528,34 @@ fn json_output_round_trips_with_stable_names() {
     let back: Closure = serde_json::from_value(v).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn static_programs_need_nothing_and_libraries_alone_get_their_loader() {
+    let root = MiniRoot::new();
+    cc(
+        &root.path("/usr/bin/static"),
+        "int main(void){return 0;}",
+        &["-static-pie"],
+    );
+    let c = closure(&root, ImageConfig::default(), &["/usr/bin/static"]);
+    assert!(has(&c, "/usr/bin/static"));
+    assert!(
+        !c.files
+            .keys()
+            .any(|p| p.contains("ld-linux") || p.contains("libc.so")),
+        "{}",
+        c.render()
+    );
+    assert!(!has(&c, "/etc/ld.so.cache"));
+    // libc on its own needs the loader (by SONAME), like ldd shows.
+    let c = closure(
+        &root,
+        ImageConfig::default(),
+        &["/usr/lib/x86_64-linux-gnu/libc.so.6"],
+    );
+    assert!(
+        has(&c, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+        "{}",
+        c.render()
+    );
+}
