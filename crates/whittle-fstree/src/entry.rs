@@ -59,6 +59,8 @@ pub struct LayerEntries {
     pub entries: Vec<Entry>,
     /// Bytes of the uncompressed tar stream.
     pub tar_size: u64,
+    /// Digests measured while reading (none for a directory layer).
+    pub digests: Option<whittle_image::LayerDigests>,
 }
 
 #[derive(Default)]

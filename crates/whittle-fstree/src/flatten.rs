@@ -86,6 +86,7 @@ impl<'p> Flattener<'p> {
                 Ok(LayerEntries {
                     entries,
                     tar_size: 0,
+                    digests: None,
                 })
             }
             LayerSource::Blob(window) => {
@@ -122,7 +123,7 @@ impl<'p> Flattener<'p> {
                     }
                     parsed
                 };
-                let entries = match parsed {
+                let mut entries = match parsed {
                     Ok(e) => e,
                     Err(e) => {
                         // A digest failure explains a parse failure better than the parse
@@ -135,7 +136,9 @@ impl<'p> Flattener<'p> {
                         return Err(at_entry(e));
                     }
                 };
-                stream.finish()?;
+                let digests = stream.finish()?;
+                entries.tar_size = digests.size;
+                entries.digests = Some(digests);
                 if self.keep_content {
                     match spool {
                         Some(f) => self

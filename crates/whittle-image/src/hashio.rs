@@ -117,9 +117,22 @@ impl<R: Read> VerifyingReader<R> {
 
     /// Reads whatever is left (a tar parser stops at the end-of-archive blocks and may leave
     /// padding unread) so the digest covers the whole blob, then returns its digest.
-    pub fn drain(mut self) -> io::Result<Digest> {
+    pub fn drain(self) -> io::Result<Digest> {
+        Ok(self.drain_counted()?.0)
+    }
+
+    /// Like [`VerifyingReader::drain`], also returning the byte count.
+    pub fn drain_counted(mut self) -> io::Result<(Digest, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok(self.inner.finish().0)
+        Ok(self.inner.finish())
+    }
+
+    /// Digest and size of what has been read so far.
+    pub fn digest_so_far(&self) -> (Digest, u64) {
+        (
+            Digest::from_bytes(self.inner.hasher.clone().finalize().into()),
+            self.inner.count,
+        )
     }
 
     fn check(&mut self) -> io::Result<()> {

@@ -21,7 +21,7 @@ pub use config::{ConfigView, ImageConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use hashio::{HashingReader, HashingWriter, VerifyingReader};
-pub use read::{open, BlobWindow, Image, Layer, LayerSource};
+pub use read::{open, BlobWindow, Image, Layer, LayerDigests, LayerSource};
 pub use reference::{ImageRef, Transport};
 pub use tarindex::TarIndex;
 pub use write::{write, LayerOut, NewImage, WriteSummary};

@@ -173,6 +173,15 @@ impl<R: Read> Read for SharedReader<R> {
     }
 }
 
+/// What reading a layer measured: digests and sizes of the stored blob and of the tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDigests {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub stored_size: u64,
+    pub size: u64,
+}
+
 /// An uncompressed layer tar being read.
 pub struct LayerStream {
     inner: VerifyingReader<Box<dyn Read>>,
@@ -190,15 +199,21 @@ impl std::fmt::Debug for LayerStream {
 }
 
 impl LayerStream {
-    /// Reads what the tar parser left, verifies both digests and returns the diff_id.
-    pub fn finish(self) -> Result<Digest> {
-        let diff_id = self
+    /// Reads what the tar parser left, verifies both digests and returns what was measured.
+    pub fn finish(self) -> Result<LayerDigests> {
+        let (diff_id, size) = self
             .inner
-            .drain()
+            .drain_counted()
             .map_err(|e| Error::io(&self.display, e))?;
-        io::copy(&mut SharedReader(self.stored), &mut io::sink())
-            .map_err(|e| Error::io(&self.display, e))?;
-        Ok(diff_id)
+        let mut stored = SharedReader(self.stored);
+        io::copy(&mut stored, &mut io::sink()).map_err(|e| Error::io(&self.display, e))?;
+        let (digest, stored_size) = stored.0.lock().expect("not poisoned").digest_so_far();
+        Ok(LayerDigests {
+            digest,
+            diff_id,
+            stored_size,
+            size,
+        })
     }
 }
 
