@@ -19,7 +19,7 @@ use crate::error::ElfError;
 use crate::rootfs::{read_exact_or_eof, ReadAt};
 
 /// How many bytes the first read takes: the ELF header, and in practice the program headers.
-pub(crate) const HEAD_LEN: usize = 4096;
+pub const HEAD_LEN: usize = 4096;
 /// Program header tables larger than this are rejected (the kernel refuses them too).
 const MAX_PHDR_TABLE: u64 = 64 * 1024;
 /// Dynamic sections larger than this are rejected (real ones hold a few dozen entries).
