@@ -119,6 +119,7 @@ pub mod closure;
 pub mod config;
 pub mod elf;
 pub mod error;
+pub mod image;
 pub mod ldconf;
 pub mod ldso;
 pub mod resolve;

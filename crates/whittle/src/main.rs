@@ -22,6 +22,8 @@ enum Command {
     Squash(commands::squash::Args),
     /// Report on an image: layers, sizes, wasted space, junk and security notes.
     Inspect(commands::inspect::Args),
+    /// The files a program in the image needs, found without running it.
+    Deps(commands::deps::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Squash(a) => commands::squash::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Deps(a) => commands::deps::run(a),
     };
     match result {
         Ok(code) => code,
