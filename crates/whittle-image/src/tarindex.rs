@@ -20,6 +20,30 @@ pub struct TarIndex {
 /// Member names longer than this, or more members than `MAX_MEMBERS`, mean the file is not an
 /// image archive; refusing early keeps memory bounded.
 const MAX_MEMBERS: usize = 1 << 20;
+/// Largest GNU long name or PAX header accepted in an outer archive.
+const MAX_EXTENSION: u64 = 1 << 20;
+
+/// `"<len> <key>=<value>\n"` records of a PAX header; malformed records end the list.
+fn pax_records(mut data: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out = Vec::new();
+    while let Some(sp) = data.iter().position(|&b| b == b' ') {
+        let Some(len) = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            break;
+        };
+        if len <= sp + 1 || len > data.len() {
+            break;
+        }
+        let record = &data[sp + 1..len - 1];
+        if let Some(eq) = record.iter().position(|&b| b == b'=') {
+            out.push((&record[..eq], &record[eq + 1..]));
+        }
+        data = &data[len..];
+    }
+    out
+}
 
 impl TarIndex {
     pub fn scan(path: &Path) -> Result<Self> {
@@ -38,29 +62,75 @@ impl TarIndex {
             path: path.to_path_buf(),
             ..Default::default()
         };
+        // Raw mode: long names and PAX headers are read here, bounded, because the tar
+        // crate reads an extension header of whatever size it claims into memory.
         let entries = archive
             .entries_with_seek()
-            .map_err(|e| Error::format(path, format!("not a tar archive: {e}")))?;
-        for (n, entry) in entries.enumerate() {
-            if n >= limit {
+            .map_err(|e| Error::format(path, format!("not a tar archive: {e}")))?
+            .raw(true);
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        let mut real = 0usize;
+        for entry in entries {
+            if real >= limit {
                 break;
             }
-            if n >= MAX_MEMBERS {
+            if real >= MAX_MEMBERS {
                 return Err(Error::format(path, "too many members for an image archive"));
             }
-            let entry =
+            let mut entry =
                 entry.map_err(|e| Error::format(path, format!("corrupt or truncated tar: {e}")))?;
-            let name = normalize_member(&String::from_utf8_lossy(&entry.path_bytes()));
-            let header = entry.header();
-            match header.entry_type() {
+            let et = entry.header().entry_type();
+            if matches!(
+                et,
+                tar::EntryType::GNULongName | tar::EntryType::GNULongLink | tar::EntryType::XHeader
+            ) {
+                let size = entry.size();
+                if size > MAX_EXTENSION {
+                    return Err(Error::format(
+                        path,
+                        format!("tar extension header of {size} bytes is too large"),
+                    ));
+                }
+                let mut data = Vec::with_capacity(size as usize);
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| Error::format(path, format!("corrupt or truncated tar: {e}")))?;
+                while data.last() == Some(&0) {
+                    data.pop();
+                }
+                match et {
+                    tar::EntryType::GNULongName => long_name = Some(data),
+                    tar::EntryType::GNULongLink => long_link = Some(data),
+                    _ => {
+                        for (k, v) in pax_records(&data) {
+                            match k {
+                                b"path" => long_name = Some(v.to_vec()),
+                                b"linkpath" => long_link = Some(v.to_vec()),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            real += 1;
+            let raw_name = long_name
+                .take()
+                .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+            let link = long_link
+                .take()
+                .or_else(|| entry.header().link_name_bytes().map(|l| l.into_owned()));
+            let name = normalize_member(&String::from_utf8_lossy(&raw_name));
+            match et {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let size = entry.size();
                     index.files.insert(name, (entry.raw_file_position(), size));
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
-                    if let Some(target) = entry.link_name_bytes() {
+                    if let Some(target) = link {
                         let target = String::from_utf8_lossy(&target).into_owned();
-                        let target = if header.entry_type() == tar::EntryType::Symlink {
+                        let target = if et == tar::EntryType::Symlink {
                             resolve_relative(&name, &target)
                         } else {
                             normalize_member(&target)

@@ -43,7 +43,6 @@ pub(super) fn open(r: &ImageRef) -> Result<Image> {
         }
         Ok::<_, Error>(())
     })?;
-    file.sync_all().ok();
     let archive = ImageRef {
         transport: Transport::DockerArchive,
         path,

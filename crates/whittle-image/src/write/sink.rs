@@ -102,7 +102,6 @@ impl TarSink {
             self.out.write_all(&[0u8; 1024]).map_err(io)?;
         }
         self.out.flush().map_err(io)?;
-        self.out.get_ref().sync_all().map_err(io)?;
         self.temp
             .persist(&self.dest)
             .map_err(|e| Error::io(&self.dest, e.error))?;
