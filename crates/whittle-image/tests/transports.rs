@@ -241,4 +241,3 @@ fn new_layer_compression_and_rootfs() {
     assert_eq!(bare.reference.transport, Transport::Rootfs);
 }
 
-use std::io::Write as _;
