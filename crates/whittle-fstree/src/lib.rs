@@ -10,6 +10,7 @@
 mod content;
 mod entry;
 mod error;
+mod extract;
 mod flatten;
 mod hostdir;
 mod path;
@@ -18,6 +19,7 @@ mod tree;
 pub use content::ContentStore;
 pub use entry::{parse_layer, Entry, EntryKind, LayerEntries};
 pub use error::{Error, Result};
-pub use flatten::{flatten, FlattenOptions, Flattened, Flattener};
+pub use extract::{extract, ExtractOptions, ExtractSummary};
+pub use flatten::{flatten, flatten_with, FlattenOptions, Flattened, Progress};
 pub use path::{display_path, normalize, parent_of};
 pub use tree::{Content, FsTree, Meta, Node, NodeKind};
