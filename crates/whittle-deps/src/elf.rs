@@ -138,7 +138,7 @@ pub fn ident(head: &[u8]) -> Option<(ElfClass, u16)> {
 
 /// True when `[offset, offset + len)` does not fit in a file of `size` bytes.
 fn past_end(offset: u64, len: u64, size: u64) -> bool {
-    offset.checked_add(len).map_or(true, |end| end > size)
+    offset.checked_add(len).is_none_or(|end| end > size)
 }
 
 /// True if the bytes start with the ELF magic.

@@ -70,8 +70,9 @@ impl RootFs for ImageRootFs<'_> {
         let skip = if k.is_empty() { 0 } else { k.len() + 1 };
         Ok(self
             .tree
-            .descendants(k)
-            .filter(|(p, n)| !p[skip..].contains(&b'/') && n.kind != TreeKind::Whiteout)
+            .children(k)
+            .into_iter()
+            .filter(|(_, n)| n.kind != TreeKind::Whiteout)
             .filter_map(|(p, _)| String::from_utf8(p[skip..].to_vec()).ok())
             .collect())
     }
@@ -136,11 +137,40 @@ pub fn config_of(view: &whittle_image::ConfigView) -> ImageConfig {
     }
 }
 
+/// Expands arguments with glob characters (`/usr/bin/*`) to the executable regular files of
+/// the image that match; other arguments pass through unchanged.
+fn expand_globs(tree: &FsTree, paths: Vec<String>) -> Result<Vec<String>, whittle_fstree::Error> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.contains(['*', '?', '[']) {
+            out.push(p);
+            continue;
+        }
+        let glob = globset::GlobBuilder::new(&p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| whittle_fstree::Error::Io {
+                path: p.clone().into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+            })?
+            .compile_matcher();
+        out.extend(
+            tree.iter()
+                .filter(|(_, n)| {
+                    matches!(n.kind, TreeKind::File { .. }) && n.meta.mode & 0o111 != 0
+                })
+                .map(|(k, _)| whittle_fstree::display_path(k))
+                .filter(|d| glob.is_match(d)),
+        );
+    }
+    Ok(out)
+}
+
 /// Opens and flattens `r`, then computes the closure of `paths` (or of the entrypoint).
 pub fn image_closure(
     r: &ImageRef,
     paths: Vec<String>,
-    progress: Option<&dyn Fn(u64)>,
+    progress: Option<whittle_fstree::Progress<'_>>,
 ) -> Result<Closure, whittle_fstree::Error> {
     let image = whittle_image::open(r)?;
     let flat = flatten(&image, FlattenOptions::default(), progress)?;
@@ -148,6 +178,7 @@ pub fn image_closure(
         tree: &flat.tree,
         store: &flat.store,
     };
+    let paths = expand_globs(&flat.tree, paths)?;
     let req = Request {
         config: config_of(&image.config.view()),
         paths,

@@ -525,7 +525,7 @@ impl Analyzer<'_> {
                 .res
                 .resolve(&format!("/usr/lib/{triplet}"), "/", true)
                 .is_ok();
-        let is64 = arch.map_or(true, |a| a.class == ElfClass::Elf64);
+        let is64 = arch.is_none_or(|a| a.class == ElfClass::Elf64);
         let system_dirs = scan_system_dirs(&bytes).unwrap_or_else(|| {
             if multiarch {
                 vec![

@@ -137,6 +137,23 @@ impl FsTree {
         self.nodes.range::<Vec<u8>, _>(subtree_bounds(path))
     }
 
+    /// The direct children of directory `path`, in name order. Skips over each child's
+    /// subtree with a range seek, so listing `/usr` does not walk everything below it.
+    pub fn children<'a>(&'a self, path: &[u8]) -> Vec<(&'a Vec<u8>, &'a Node)> {
+        let mut out = Vec::new();
+        let (mut lo, hi) = subtree_bounds(path);
+        loop {
+            let mut range = self.nodes.range::<Vec<u8>, _>((lo, hi.clone()));
+            let Some((k, n)) = range.next() else { break };
+            out.push((k, n));
+            // Everything under `k/` sorts before `k0`.
+            let mut next = k.clone();
+            next.push(b'0');
+            lo = Bound::Included(next);
+        }
+        out
+    }
+
     /// Sum of regular file sizes at and under `path`.
     pub fn subtree_size(&self, path: &[u8]) -> u64 {
         self.get(path).map_or(0, Node::size)

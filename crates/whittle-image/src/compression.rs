@@ -35,11 +35,13 @@ impl Compression {
 }
 
 /// Wraps `r` in the right decoder after peeking at its first bytes.
-pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompress<'a, R: Read + Send + 'a>(
+    r: R,
+) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
     let mut buf = BufReader::with_capacity(256 << 10, r);
     let head = buf.fill_buf()?;
     let c = Compression::detect(head)?;
-    let reader: Box<dyn Read + 'a> = match c {
+    let reader: Box<dyn Read + Send + 'a> = match c {
         Compression::None => Box::new(buf),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),

@@ -240,4 +240,3 @@ fn new_layer_compression_and_rootfs() {
     let bare = open(&ImageRef::parse(rootfs.to_str().unwrap()).unwrap()).unwrap();
     assert_eq!(bare.reference.transport, Transport::Rootfs);
 }
-

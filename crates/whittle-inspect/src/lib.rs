@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use serde::Serialize;
-use whittle_fstree::{display_path, Flattener, NodeKind};
+use whittle_fstree::{display_path, flatten_with, FlattenOptions, NodeKind, Progress};
 use whittle_image::ImageRef;
 use whittle_rules::{JunkClass, Rules};
 
@@ -115,7 +115,7 @@ pub struct Report {
 }
 
 /// Reads `r` once and reports on it. `progress` receives uncompressed bytes read.
-pub fn inspect(r: &ImageRef, progress: Option<&dyn Fn(u64)>) -> Result<Report, Error> {
+pub fn inspect(r: &ImageRef, progress: Option<Progress<'_>>) -> Result<Report, Error> {
     let image = whittle_image::open(r)?;
     let history = image.config.layer_history();
     let history = if history.len() == image.layers.len() {
@@ -123,41 +123,44 @@ pub fn inspect(r: &ImageRef, progress: Option<&dyn Fn(u64)>) -> Result<Report, E
     } else {
         vec![None; image.layers.len()]
     };
-    let mut flat = Flattener::new(false, false);
-    if let Some(p) = progress {
-        flat = flat.with_progress(p);
-    }
     let mut eff = dive::EfficiencyBuilder::default();
     let mut layers = Vec::new();
-    for (layer, created_by) in image.layers.iter().zip(history) {
-        let entries = flat.read(layer)?;
-        eff.add_layer(flat.tree(), &entries.entries);
-        let d = entries.digests;
-        layers.push(LayerInfo {
-            index: layer.index,
-            digest: d.map(|d| d.digest.to_string()).unwrap_or_default(),
-            diff_id: d.map(|d| d.diff_id.to_string()).unwrap_or_default(),
-            compressed_size: d.map_or(layer.stored_size(), |d| d.stored_size),
-            size: entries.tar_size,
-            files: entries
-                .entries
-                .iter()
-                .filter(|e| {
-                    !matches!(
-                        e.kind,
-                        whittle_fstree::EntryKind::Dir
-                            | whittle_fstree::EntryKind::Whiteout
-                            | whittle_fstree::EntryKind::Opaque
-                    )
-                })
-                .count() as u64,
-            entries: entries.entries.len() as u64,
-            created_by,
-        });
-        flat.apply(layer, &entries)?;
-    }
+    let mut history = history.into_iter();
+    let flat = flatten_with(
+        &image,
+        FlattenOptions {
+            from_layer: 0,
+            keep_content: false,
+        },
+        progress,
+        |layer, entries, tree| {
+            eff.add_layer(tree, &entries.entries);
+            let d = entries.digests;
+            layers.push(LayerInfo {
+                index: layer.index,
+                digest: d.map(|d| d.digest.to_string()).unwrap_or_default(),
+                diff_id: d.map(|d| d.diff_id.to_string()).unwrap_or_default(),
+                compressed_size: d.map_or(layer.stored_size(), |d| d.stored_size),
+                size: entries.tar_size,
+                files: entries
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        !matches!(
+                            e.kind,
+                            whittle_fstree::EntryKind::Dir
+                                | whittle_fstree::EntryKind::Whiteout
+                                | whittle_fstree::EntryKind::Opaque
+                        )
+                    })
+                    .count() as u64,
+                entries: entries.entries.len() as u64,
+                created_by: history.next().flatten(),
+            });
+        },
+    )?;
     let efficiency = eff.finish(TOP_N);
-    let tree = flat.finish().tree;
+    let tree = flat.tree;
 
     let mut merged = MergedInfo {
         files: 0,

@@ -92,7 +92,9 @@ pub fn write_layer(
             NodeKind::Symlink(target) => {
                 xattrs(&mut b, &node.meta)?;
                 h.set_entry_type(tar::EntryType::Symlink);
-                b.append_link(&mut h, name, Path::new(OsStr::from_bytes(target)))?;
+                // Verbatim: `append_link` would canonicalize the target (`a//b/./c` → `a/b/c`).
+                symlink_target(&mut b, &mut h, target)?;
+                b.append_data(&mut h, name, io::empty())?;
                 stats.entries += 1;
             }
             NodeKind::Char { major, minor } | NodeKind::Block { major, minor } => {
@@ -131,6 +133,29 @@ fn header(meta: &Meta) -> tar::Header {
     h.set_mtime(meta.mtime.max(0) as u64);
     h.set_size(0);
     h
+}
+
+/// Puts a symlink target into `h` byte for byte; one longer than the header field goes into a
+/// GNU long link entry written before it.
+fn symlink_target<W: Write>(
+    b: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    target: &[u8],
+) -> io::Result<()> {
+    if target.len() <= 100 {
+        return h.set_link_name_literal(target);
+    }
+    let mut data = target.to_vec();
+    data.push(0);
+    let mut k = tar::Header::new_gnu();
+    k.as_gnu_mut().expect("gnu header").name[..13].copy_from_slice(b"././@LongLink");
+    k.set_mode(0o644);
+    k.set_mtime(0);
+    k.set_entry_type(tar::EntryType::GNULongLink);
+    k.set_size(data.len() as u64);
+    k.set_cksum();
+    b.append(&k, &data[..])?;
+    h.set_link_name_literal(&target[..100])
 }
 
 /// A whiteout or opaque marker: an empty regular file.

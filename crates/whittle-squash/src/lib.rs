@@ -63,7 +63,7 @@ pub fn squash(
     src: &ImageRef,
     dest: &ImageRef,
     opts: &SquashOptions,
-    progress: Option<&dyn Fn(u64)>,
+    progress: Option<whittle_fstree::Progress<'_>>,
 ) -> Result<SquashReport, Error> {
     if src.transport != Transport::DockerDaemon
         && dest.transport != Transport::DockerDaemon

@@ -122,24 +122,46 @@ impl Layer {
     /// [`LayerStream::finish`] (and at end of stream).
     pub fn open_tar(&self) -> Result<LayerStream> {
         let w = self.window()?;
+        let what = format!("layer {}", self.index + 1);
+        if self.compression()? == Compression::None {
+            // The stored bytes are the tar: one hash serves as both digest and diff_id.
+            if let (Some(d), Some(id)) = (self.digest, self.diff_id) {
+                if d != id {
+                    return Err(Error::DigestMismatch {
+                        path: w.display.clone(),
+                        what: format!("{what} (uncompressed, so its diff_id)"),
+                        expected: id.to_string(),
+                        actual: d.to_string(),
+                    });
+                }
+            }
+            let inner = VerifyingReader::new(
+                Box::new(w.open()?) as Box<dyn Read + Send>,
+                self.digest.or(self.diff_id),
+                Some(w.len),
+                w.display.clone(),
+                what,
+            );
+            return Ok(LayerStream {
+                inner,
+                stored: None,
+                compression: Compression::None,
+                display: w.display.clone(),
+            });
+        }
         let stored = Arc::new(Mutex::new(self.open_stored()?));
         let (compression, decoded) = compression::decompress(SharedReader(stored.clone()))
             .map_err(|e| Error::io(&w.display, e))?;
-        // For an uncompressed blob the stored digest already covers the tar bytes; hash once.
-        let diff_expected = match (compression, self.digest, self.diff_id) {
-            (Compression::None, Some(d), Some(id)) if d == id => None,
-            (_, _, id) => id,
-        };
         let inner = VerifyingReader::new(
             decoded,
-            diff_expected,
+            self.diff_id,
             None,
             w.display.clone(),
-            format!("layer {} (uncompressed, diff_id)", self.index + 1),
+            format!("{what} (uncompressed, diff_id)"),
         );
         Ok(LayerStream {
             inner,
-            stored,
+            stored: Some(stored),
             compression,
             display: w.display.clone(),
         })
@@ -184,8 +206,9 @@ pub struct LayerDigests {
 
 /// An uncompressed layer tar being read.
 pub struct LayerStream {
-    inner: VerifyingReader<Box<dyn Read>>,
-    stored: Arc<Mutex<VerifyingReader<io::Take<File>>>>,
+    inner: VerifyingReader<Box<dyn Read + Send>>,
+    /// The compressed stream's own verifier; `None` when the blob is stored uncompressed.
+    stored: Option<Arc<Mutex<VerifyingReader<io::Take<File>>>>>,
     pub compression: Compression,
     display: PathBuf,
 }
@@ -205,9 +228,15 @@ impl LayerStream {
             .inner
             .drain_counted()
             .map_err(|e| Error::io(&self.display, e))?;
-        let mut stored = SharedReader(self.stored);
-        io::copy(&mut stored, &mut io::sink()).map_err(|e| Error::io(&self.display, e))?;
-        let (digest, stored_size) = stored.0.lock().expect("not poisoned").digest_so_far();
+        let (digest, stored_size) = match self.stored {
+            None => (diff_id, size),
+            Some(stored) => {
+                let mut stored = SharedReader(stored);
+                io::copy(&mut stored, &mut io::sink()).map_err(|e| Error::io(&self.display, e))?;
+                let d = stored.0.lock().expect("not poisoned").digest_so_far();
+                d
+            }
+        };
         Ok(LayerDigests {
             digest,
             diff_id,

@@ -252,28 +252,33 @@ fn put_layer(
                 Compression::None => l.digest.or(l.diff_id),
                 _ => l.digest,
             };
-            let mut src = l.open_stored()?;
-            let what = format!("layer {}", l.index + 1);
-            let display = l.display();
+            // The sink hashes what it writes; that one hash checks the source.
+            let mut src = match &l.source {
+                crate::LayerSource::Blob(w) => w.open()?,
+                crate::LayerSource::Directory(d) => {
+                    return Err(Error::format(
+                        d,
+                        "a directory layer cannot be copied as a blob",
+                    ))
+                }
+            };
             let (digest, size) = sink
                 .put_stream(
                     &mut |w| {
-                        let mut hw = HashingWriter::new(w);
-                        io::copy(&mut src, &mut hw)?;
-                        let (_, d, _) = hw.finish();
-                        if let Some(expected) = expect.filter(|e| *e != d) {
-                            return Err(io::Error::other(Error::DigestMismatch {
-                                path: display.clone(),
-                                what: what.clone(),
-                                expected: expected.to_string(),
-                                actual: d.to_string(),
-                            }));
-                        }
-                        Ok(diff_id.unwrap_or(d))
+                        io::copy(&mut src, w)?;
+                        Ok(diff_id)
                     },
                     name,
                 )
                 .map_err(|e| Error::io(l.display(), e))?;
+            if let Some(expected) = expect.filter(|e| *e != digest) {
+                return Err(Error::DigestMismatch {
+                    path: l.display(),
+                    what: format!("layer {}", l.index + 1),
+                    expected: expected.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
             Ok(LayerSummary {
                 digest,
                 diff_id: diff_id.unwrap_or(digest),
@@ -289,7 +294,7 @@ fn put_layer(
                     &mut |w| {
                         let f = f.take().expect("a layer is produced once");
                         let d = encode(w, compression, f)?;
-                        diff_id = Some(d);
+                        diff_id = d;
                         Ok(d)
                     },
                     name,
@@ -297,7 +302,7 @@ fn put_layer(
                 .map_err(|e| Error::io(dest, e))?;
             Ok(LayerSummary {
                 digest,
-                diff_id: diff_id.expect("set by put_stream"),
+                diff_id: diff_id.unwrap_or(digest),
                 size,
                 compression,
             })
@@ -311,12 +316,11 @@ fn encode(
     w: &mut dyn Write,
     compression: Compression,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<Digest> {
+) -> io::Result<Option<Digest>> {
     match compression {
         Compression::None => {
-            let mut hw = HashingWriter::new(w);
-            produce(&mut hw)?;
-            Ok(hw.finish().1)
+            produce(w)?;
+            Ok(None)
         }
         Compression::Gzip => {
             let enc = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
@@ -324,7 +328,7 @@ fn encode(
             produce(&mut hw)?;
             let (enc, d, _) = hw.finish();
             enc.finish()?;
-            Ok(d)
+            Ok(Some(d))
         }
         Compression::Zstd => {
             let enc = zstd::stream::write::Encoder::new(w, 3)?;
@@ -332,7 +336,7 @@ fn encode(
             produce(&mut hw)?;
             let (enc, d, _) = hw.finish();
             enc.finish()?;
-            Ok(d)
+            Ok(Some(d))
         }
     }
 }

@@ -8,8 +8,98 @@ use std::path::{Path, PathBuf};
 
 use crate::{Digest, Error, HashingWriter, Result};
 
-/// Produces a blob's stored bytes into the writer it is given and returns its diff_id.
-pub(crate) type Produce<'a> = dyn FnMut(&mut dyn Write) -> io::Result<Digest> + 'a;
+/// Produces a blob's stored bytes into the writer it is given and returns its diff_id, or
+/// `None` when the blob is an uncompressed tar (its diff_id is its digest, hashed once).
+pub(crate) type Produce<'a> = dyn FnMut(&mut dyn Write) -> io::Result<Option<Digest>> + 'a;
+
+/// Size of the chunks handed to the hashing thread.
+const CHUNK: usize = 1 << 20;
+
+/// Runs `produce` while a second thread hashes and writes what it produces into `out`.
+/// sha256 costs about as much CPU as generating a layer tar does, so on a 2-core machine this
+/// pipeline nearly halves the time of writing a large layer.
+pub(crate) fn hashed_pipe<W: Write + Send, T>(
+    out: W,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<(T, Digest, u64)> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let writer = s.spawn(move || -> io::Result<(Digest, u64)> {
+            let mut hw = HashingWriter::new(out);
+            for mut buf in rx {
+                hw.write_all(&buf)?;
+                buf.clear();
+                let _ = free_tx.try_send(buf);
+            }
+            hw.flush()?;
+            let (_, d, n) = hw.finish();
+            Ok((d, n))
+        });
+        let mut sender = ChunkSender {
+            tx: Some(tx),
+            buf: Vec::with_capacity(CHUNK),
+            free: free_rx,
+        };
+        let produced = produce(&mut sender);
+        let flushed = sender.finish();
+        let written = writer
+            .join()
+            .map_err(|_| io::Error::other("hashing thread panicked"))?;
+        // A write failure (disk full) shows up on the producer side as a closed channel;
+        // report the real cause first.
+        let (d, n) = written?;
+        let t = produced?;
+        flushed?;
+        Ok((t, d, n))
+    })
+}
+
+struct ChunkSender {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        let next = self
+            .free
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
+        self.tx
+            .as_ref()
+            .expect("open until finish")
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "blob writer stopped"))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let r = if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        };
+        self.tx = None;
+        r
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 pub(crate) trait BlobSink {
     /// Streams a blob whose name is known only after its digests are: `name(stored, diff_id)`.
@@ -132,10 +222,8 @@ impl BlobSink for TarSink {
     ) -> io::Result<(Digest, u64)> {
         let start = self.pos;
         self.out.write_all(&[0u8; 512])?;
-        let mut hw = HashingWriter::new(&mut self.out);
-        let diff_id = produce(&mut hw)?;
-        let (_, stored, size) = hw.finish();
-        let name = name(&stored, &diff_id);
+        let (diff_id, stored, size) = hashed_pipe(&mut self.out, produce)?;
+        let name = name(&stored, &diff_id.unwrap_or(stored));
         if self.names.contains(&name) {
             // Same content already in the archive (two identical layers): drop this copy.
             self.out.seek(SeekFrom::Start(start))?;
@@ -214,11 +302,12 @@ impl BlobSink for DirSink {
     ) -> io::Result<(Digest, u64)> {
         let tmp = tempfile::NamedTempFile::new_in(self.temp.path().join("blobs/sha256"))?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp.reopen()?);
-        let mut hw = HashingWriter::new(&mut out);
-        let diff_id = produce(&mut hw)?;
-        let (_, stored, size) = hw.finish();
+        let (diff_id, stored, size) = hashed_pipe(&mut out, produce)?;
         out.flush()?;
-        let path = self.temp.path().join(name(&stored, &diff_id));
+        let path = self
+            .temp
+            .path()
+            .join(name(&stored, &diff_id.unwrap_or(stored)));
         tmp.persist(&path).map_err(|e| e.error)?;
         Ok((stored, size))
     }

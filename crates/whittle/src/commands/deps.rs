@@ -11,7 +11,8 @@ pub struct Args {
     /// Image to analyse.
     #[arg(value_parser = super::image_ref)]
     src: ImageRef,
-    /// Programs or files to start from (default: the image's Entrypoint + Cmd).
+    /// Programs or files to start from (default: the image's Entrypoint + Cmd). Globs such as
+    /// '/usr/bin/*' match the image's executable files.
     paths: Vec<String>,
     /// Print the closure as JSON (schema in the README).
     #[arg(long)]
