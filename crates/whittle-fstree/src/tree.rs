@@ -468,3 +468,240 @@ fn subtree_bounds(path: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     hi.push(b'0');
     (Bound::Included(lo), Bound::Excluded(hi))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(mode: u32) -> Meta {
+        Meta {
+            mode,
+            ..Meta::default()
+        }
+    }
+    fn file(path: &str, offset: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File { size: 1, offset },
+            meta: meta(0o644),
+            header_size: 1,
+        }
+    }
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::Dir,
+            meta: meta(0o755),
+            header_size: 0,
+        }
+    }
+    fn special(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            meta: meta(0o777),
+            header_size: 0,
+        }
+    }
+    fn paths(t: &FsTree) -> Vec<String> {
+        t.iter()
+            .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+    fn offset_of(t: &FsTree, p: &str) -> u64 {
+        match &t.get(p.as_bytes()).unwrap().kind {
+            NodeKind::File {
+                content: Content::Layer { offset, .. },
+                ..
+            } => *offset,
+            k => panic!("{p} is {k:?}"),
+        }
+    }
+
+    #[test]
+    fn whiteouts_hide_lower_layers_only() {
+        let mut t = FsTree::new(false);
+        t.apply(0, &[dir("a"), file("a/x", 1), file("a/y", 2), file("b", 3)])
+            .unwrap();
+        // The same layer whites out a/x and re-creates it: the new one survives.
+        t.apply(
+            1,
+            &[
+                special("a/x", EntryKind::Whiteout),
+                file("a/x", 10),
+                special("b", EntryKind::Whiteout),
+            ],
+        )
+        .unwrap();
+        assert_eq!(paths(&t), ["a", "a/x", "a/y"]);
+        assert_eq!(offset_of(&t, "a/x"), 10);
+    }
+
+    #[test]
+    fn opaque_applies_first_whatever_its_position() {
+        let mut t = FsTree::new(false);
+        t.apply(0, &[dir("d"), file("d/old", 1)]).unwrap();
+        t.apply(
+            1,
+            &[dir("d"), file("d/new", 2), special("d", EntryKind::Opaque)],
+        )
+        .unwrap();
+        assert_eq!(paths(&t), ["d", "d/new"]);
+    }
+
+    #[test]
+    fn file_replaces_directory_subtree_and_back() {
+        let mut t = FsTree::new(false);
+        t.apply(0, &[dir("d"), dir("d/e"), file("d/e/f", 1), file("g", 2)])
+            .unwrap();
+        t.apply(1, &[file("d", 3), dir("g"), file("g/h", 4)])
+            .unwrap();
+        assert_eq!(paths(&t), ["d", "g", "g/h"]);
+        assert!(!t.get(b"d").unwrap().is_dir());
+        assert!(t.get(b"g").unwrap().is_dir());
+    }
+
+    #[test]
+    fn hardlinks_keep_content_after_target_changes() {
+        let mut t = FsTree::new(false);
+        t.apply(
+            0,
+            &[
+                file("t1", 1),
+                file("t2", 2),
+                special("l1", EntryKind::Hardlink(b"t1".to_vec())),
+            ],
+        )
+        .unwrap();
+        t.apply(
+            1,
+            &[
+                special("l2", EntryKind::Hardlink(b"t2".to_vec())),
+                special("t1", EntryKind::Whiteout),
+            ],
+        )
+        .unwrap();
+        t.apply(2, &[file("t2", 20)]).unwrap();
+        assert_eq!(
+            offset_of(&t, "l1"),
+            1,
+            "target deleted: the link keeps its content"
+        );
+        assert_eq!(
+            offset_of(&t, "l2"),
+            2,
+            "target overwritten: the link keeps the old content"
+        );
+        assert_eq!(offset_of(&t, "t2"), 20);
+        assert_ne!(t.get(b"l2").unwrap().inode, t.get(b"t2").unwrap().inode);
+        let e = t
+            .apply(
+                3,
+                &[special("l3", EntryKind::Hardlink(b"missing".to_vec()))],
+            )
+            .unwrap_err();
+        assert!(e.1.contains("does not exist"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicate_entries_last_wins() {
+        let mut t = FsTree::new(false);
+        t.apply(
+            0,
+            &[
+                file("f", 1),
+                file("f", 2),
+                dir("d"),
+                file("d/x", 3),
+                file("d", 4),
+            ],
+        )
+        .unwrap();
+        assert_eq!(offset_of(&t, "f"), 2);
+        assert_eq!(paths(&t), ["d", "f"]);
+    }
+
+    #[test]
+    fn symlink_parents_are_followed_inside_the_root() {
+        let mut t = FsTree::new(false);
+        t.apply(
+            0,
+            &[
+                dir("usr"),
+                dir("usr/lib"),
+                special("lib", EntryKind::Symlink(b"usr/lib".to_vec())),
+            ],
+        )
+        .unwrap();
+        t.apply(
+            1,
+            &[
+                file("lib/libx.so", 5),
+                special("abs", EntryKind::Symlink(b"/usr".to_vec())),
+            ],
+        )
+        .unwrap();
+        t.apply(2, &[file("abs/y", 6)]).unwrap();
+        assert_eq!(offset_of(&t, "usr/lib/libx.so"), 5);
+        assert_eq!(offset_of(&t, "usr/y"), 6);
+        assert!(t
+            .get(b"lib")
+            .is_some_and(|n| matches!(n.kind, NodeKind::Symlink(_))));
+
+        t.apply(
+            3,
+            &[special("evil", EntryKind::Symlink(b"../../..".to_vec()))],
+        )
+        .unwrap();
+        let e = t.apply(4, &[file("evil/x", 7)]).unwrap_err();
+        assert!(e.1.contains("above the image root"), "{e:?}");
+        t.apply(5, &[special("loop", EntryKind::Symlink(b"loop".to_vec()))])
+            .unwrap();
+        let e = t.apply(6, &[file("loop/x", 8)]).unwrap_err();
+        assert!(e.1.contains("too many levels"), "{e:?}");
+    }
+
+    #[test]
+    fn partial_flattening_keeps_whiteouts_for_lower_layers() {
+        let mut t = FsTree::new(true);
+        t.apply(
+            1,
+            &[
+                special("gone", EntryKind::Whiteout),
+                special("d", EntryKind::Opaque),
+                file("d/n", 1),
+            ],
+        )
+        .unwrap();
+        t.apply(2, &[special("re", EntryKind::Whiteout)]).unwrap();
+        t.apply(3, &[dir("re")]).unwrap();
+        assert_eq!(t.get(b"gone").unwrap().kind, NodeKind::Whiteout);
+        assert!(matches!(
+            t.get(b"d").unwrap().kind,
+            NodeKind::Dir { opaque: true, .. }
+        ));
+        assert!(
+            matches!(
+                t.get(b"re").unwrap().kind,
+                NodeKind::Dir { opaque: true, .. }
+            ),
+            "re-created dir hides lower children"
+        );
+    }
+
+    #[test]
+    fn retain_drops_subtrees_and_reports_them() {
+        let mut t = FsTree::new(false);
+        t.apply(0, &[dir("a"), file("a/x", 1), file("a-b", 2), file("c", 3)])
+            .unwrap();
+        let mut seen = Vec::new();
+        t.retain(|p, _| {
+            seen.push(String::from_utf8_lossy(p).into_owned());
+            p != b"a"
+        });
+        assert_eq!(paths(&t), ["a-b", "c"]);
+        assert!(seen.contains(&"a/x".to_string()));
+        assert_eq!(t.children(b"").len(), 2);
+    }
+}

@@ -224,3 +224,115 @@ impl<R: Read> Read for Exact<'_, R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whittle_fstree::{parse_layer, Entry, EntryKind, Meta};
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            meta: Meta {
+                mode: 0o4755,
+                uid: 7,
+                gid: 8,
+                mtime: 1234,
+                xattrs: vec![],
+            },
+            header_size: 0,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_reader_and_is_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("content");
+        std::fs::write(&host, b"hello").unwrap();
+        let long = format!("d/{}", "n".repeat(150));
+        let mut f = entry(
+            "b/f",
+            EntryKind::HostFile {
+                size: 5,
+                path: host.clone(),
+            },
+        );
+        f.meta.xattrs = vec![(
+            b"security.capability".to_vec(),
+            vec![1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        )];
+        let entries = vec![
+            f,
+            entry("a-link", EntryKind::Hardlink(b"b/f".to_vec())),
+            entry("s", EntryKind::Symlink(long.clone().into_bytes())),
+            entry(
+                &long,
+                EntryKind::HostFile {
+                    size: 5,
+                    path: host.clone(),
+                },
+            ),
+            entry("dev/null", EntryKind::Char { major: 1, minor: 3 }),
+            entry("p", EntryKind::Fifo),
+            entry("o", EntryKind::Dir),
+        ];
+        let mut tree = FsTree::new(true);
+        tree.apply(0, &entries).unwrap();
+        tree.apply(
+            1,
+            &[
+                entry("gone", EntryKind::Whiteout),
+                entry("o", EntryKind::Opaque),
+            ],
+        )
+        .unwrap();
+        let store = ContentStore::default();
+        let mut a = Vec::new();
+        write_layer(&tree, &store, &mut a, LayerOptions::default()).unwrap();
+        let mut b = Vec::new();
+        write_layer(&tree, &store, &mut b, LayerOptions::default()).unwrap();
+        assert_eq!(a, b, "same tree, same bytes");
+
+        let parsed = parse_layer(&a[..]).unwrap().entries;
+        let find = |p: &str| {
+            parsed
+                .iter()
+                .find(|e| e.path == p.as_bytes())
+                .unwrap_or_else(|| panic!("{p} missing"))
+        };
+        // The first path of the inode in output order carries the content.
+        assert!(matches!(
+            find("a-link").kind,
+            EntryKind::File { size: 5, .. }
+        ));
+        assert_eq!(find("b/f").kind, EntryKind::Hardlink(b"a-link".to_vec()));
+        assert_eq!(find("a-link").meta.xattrs[0].0, b"security.capability");
+        assert_eq!(find("a-link").meta.mode, 0o4755);
+        assert_eq!(
+            (
+                find("a-link").meta.uid,
+                find("a-link").meta.gid,
+                find("a-link").meta.mtime
+            ),
+            (7, 8, 1234)
+        );
+        assert_eq!(
+            find("s").kind,
+            EntryKind::Symlink(long.clone().into_bytes())
+        );
+        assert!(matches!(find(&long).kind, EntryKind::File { size: 5, .. }));
+        assert_eq!(
+            find("dev/null").kind,
+            EntryKind::Char { major: 1, minor: 3 }
+        );
+        assert_eq!(find("p").kind, EntryKind::Fifo);
+        assert_eq!(find("gone").kind, EntryKind::Whiteout);
+        assert!(parsed
+            .iter()
+            .any(|e| e.path == b"o" && e.kind == EntryKind::Opaque));
+        // Parents come before children.
+        let pos = |p: &str| parsed.iter().position(|e| e.path == p.as_bytes()).unwrap();
+        assert!(pos("dev") < pos("dev/null"));
+    }
+}
