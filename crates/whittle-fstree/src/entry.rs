@@ -82,8 +82,12 @@ pub fn parse_layer<R: Read>(reader: R) -> Result<LayerEntries, (String, String)>
     let mut pending = Pending::default();
     let mut last_end = 0u64;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| (String::new(), format!("corrupt or truncated tar: {e}")))?;
+        let mut entry = entry.map_err(|e| {
+            (
+                String::new(),
+                whittle_image::tar_error(out.entries.len(), &e),
+            )
+        })?;
         let header = entry.header().clone();
         let et = header.entry_type();
         let raw_name = header.path_bytes().into_owned();

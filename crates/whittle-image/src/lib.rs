@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use hashio::{HashingReader, HashingWriter, VerifyingReader};
 pub use read::{open, BlobWindow, Image, Layer, LayerDigests, LayerSource};
 pub use reference::{ImageRef, Transport};
-pub use tarindex::TarIndex;
+pub use tarindex::{tar_error, TarIndex};
 pub use write::{write, LayerOut, NewImage, WriteSummary};
 
 /// Largest JSON document (manifest, index, config) whittle will read. Real configs are a few

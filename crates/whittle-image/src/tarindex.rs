@@ -23,6 +23,23 @@ const MAX_MEMBERS: usize = 1 << 20;
 /// Largest GNU long name or PAX header accepted in an outer archive.
 const MAX_EXTENSION: u64 = 1 << 20;
 
+/// The tar crate's errors quote raw header bytes; say what happened, where, briefly.
+pub fn tar_error(members_read: usize, e: &std::io::Error) -> String {
+    let short: String = e
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(80)
+        .collect();
+    if members_read == 0 && e.kind() != std::io::ErrorKind::UnexpectedEof {
+        format!("not a tar archive ({short})")
+    } else {
+        format!("corrupt or truncated tar after {members_read} members ({short})")
+    }
+}
+
 /// `"<len> <key>=<value>\n"` records of a PAX header; malformed records end the list.
 fn pax_records(mut data: &[u8]) -> Vec<(&[u8], &[u8])> {
     let mut out = Vec::new();
@@ -78,8 +95,7 @@ impl TarIndex {
             if real >= MAX_MEMBERS {
                 return Err(Error::format(path, "too many members for an image archive"));
             }
-            let mut entry =
-                entry.map_err(|e| Error::format(path, format!("corrupt or truncated tar: {e}")))?;
+            let mut entry = entry.map_err(|e| Error::format(path, tar_error(real, &e)))?;
             let et = entry.header().entry_type();
             if matches!(
                 et,

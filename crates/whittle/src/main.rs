@@ -24,6 +24,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// The files a program in the image needs, found without running it.
     Deps(commands::deps::Args),
+    /// Run the image in a sandbox, probe it, and record every file it touches.
+    Trace(commands::trace::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Command::Squash(a) => commands::squash::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Deps(a) => commands::deps::run(a),
+        Command::Trace(a) => commands::trace::run(a),
     };
     match result {
         Ok(code) => code,

@@ -37,7 +37,26 @@ pub fn error_line(e: &anyhow::Error) {
             msg.push_str(&c);
         }
     }
-    eprintln!("whittle: error: {msg}");
+    eprintln!("whittle: error: {}", one_line(&msg));
+}
+
+/// Error text can quote bytes from a hostile file (tar parsers echo bad header fields): keep
+/// it on one line and of a readable length.
+fn one_line(msg: &str) -> String {
+    const MAX: usize = 400;
+    let mut out = String::new();
+    for c in msg.chars() {
+        if out.len() >= MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub fn human_bytes(n: u64) -> String {

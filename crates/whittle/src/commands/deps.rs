@@ -9,8 +9,7 @@ use crate::output::{byte_progress, print_json};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Image to analyse.
-    #[arg(value_parser = super::image_ref)]
-    src: ImageRef,
+    src: String,
     /// Programs or files to start from (default: the image's Entrypoint + Cmd). Globs such as
     /// '/usr/bin/*' match the image's executable files.
     paths: Vec<String>,
@@ -26,7 +25,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let bar = byte_progress("reading layers");
     let tick = |n: u64| bar.inc(n);
-    let closure = whittle_deps::image::image_closure(&a.src, a.paths, Some(&tick));
+    let src = ImageRef::parse(&a.src)?;
+    let closure = whittle_deps::image::image_closure(&src, a.paths, Some(&tick));
     bar.finish_and_clear();
     let closure = closure?;
     if a.json {

@@ -10,8 +10,7 @@ use crate::output::{byte_progress, human_bytes, print_json};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Image to inspect (docker-archive:, oci:, oci-archive:, docker-daemon:, rootfs: or a path).
-    #[arg(value_parser = super::image_ref)]
-    src: ImageRef,
+    src: String,
     /// Print the full report as JSON (schema in the README).
     #[arg(long)]
     json: bool,
@@ -21,7 +20,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let bar = byte_progress("reading layers");
     let tick = |n: u64| bar.inc(n);
-    let report = inspect(&a.src, Some(&tick));
+    let report = inspect(&ImageRef::parse(&a.src)?, Some(&tick));
     bar.finish_and_clear();
     let r = report?;
     if a.json {

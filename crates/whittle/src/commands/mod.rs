@@ -1,10 +1,7 @@
 pub mod deps;
 pub mod inspect;
 pub mod squash;
+pub mod trace;
 
-use whittle_image::ImageRef;
-
-/// Parses an image reference argument for clap.
-pub fn image_ref(s: &str) -> Result<ImageRef, String> {
-    ImageRef::parse(s).map_err(|e| e.to_string())
-}
+// Image references are parsed by each command, not by clap, so a bad one is an ordinary
+// error (one line, exit 1) rather than a usage error.

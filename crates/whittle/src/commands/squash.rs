@@ -11,11 +11,9 @@ use crate::output::{byte_progress, human_bytes, print_json};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Source image (docker-archive:, oci:, oci-archive:, docker-daemon:, rootfs: or a path).
-    #[arg(value_parser = super::image_ref)]
-    src: ImageRef,
+    src: String,
     /// Destination image.
-    #[arg(value_parser = super::image_ref)]
-    dest: ImageRef,
+    dest: String,
     /// First layer to squash (0-based); layers below it are kept byte for byte.
     #[arg(long, default_value_t = 0)]
     from_layer: usize,
@@ -59,7 +57,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let bar = byte_progress("reading layers");
     let tick = |n: u64| bar.inc(n);
-    let report = squash(&a.src, &a.dest, &opts, Some(&tick));
+    let (src, dest) = (ImageRef::parse(&a.src)?, ImageRef::parse(&a.dest)?);
+    let report = squash(&src, &dest, &opts, Some(&tick));
     bar.finish_and_clear();
     let report = report?;
     if a.json {
