@@ -945,3 +945,127 @@ fn start(
     }
     Ok(sb)
 }
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl Report {
+    /// The human summary `whittle trace` prints.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "image    {}", self.image);
+        let _ = writeln!(
+            s,
+            "command  {}   (user {}, cwd {}, {})",
+            self.command.join(" "),
+            self.user,
+            self.working_dir,
+            self.mode
+        );
+        let outcome = serde_json::to_value(self.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut app = String::new();
+        if let Some(c) = self.app.exit_code {
+            let _ = write!(app, "exit code {c}");
+        }
+        if let Some(sig) = &self.app.signal {
+            let _ = write!(app, "ended by {sig}");
+        }
+        if self.app.stopped_by_whittle {
+            app.push_str(" (stopped by whittle)");
+        }
+        let _ = writeln!(s, "outcome  {outcome}: app {app}");
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "error    {e}");
+        }
+        for p in &self.probes {
+            let res = match (&p.status, &p.exit_code, &p.error) {
+                (_, _, Some(e)) => format!("error: {e}"),
+                (Some(st), _, _) => format!("HTTP {st}"),
+                (_, Some(c), _) => format!("exit {c}"),
+                _ => "?".into(),
+            };
+            let _ = writeln!(
+                s,
+                "probe    {:<5} {:<24} {res}, {} B, sha256 {}",
+                p.kind,
+                p.target,
+                p.bytes.unwrap_or(0),
+                p.sha256.as_deref().map_or("-", |h| &h[..12.min(h.len())])
+            );
+        }
+        if self.mode == "cli" {
+            if let Some(h) = &self.app.stdout_sha256 {
+                let _ = writeln!(
+                    s,
+                    "stdout   {} B, sha256 {}",
+                    self.app.stdout_bytes,
+                    &h[..12]
+                );
+            }
+        }
+        let m = &self.summary;
+        let _ = writeln!(
+            s,
+            "files    {} used from the image ({}), {} missing lookups, {} created, {} paths in all",
+            m.used_in_image,
+            human(m.used_bytes),
+            m.missing,
+            m.created,
+            m.paths
+        );
+        let mut rec = Vec::new();
+        if self.recorders.ptrace {
+            rec.push("ptrace+seccomp");
+        }
+        if self.recorders.fanotify {
+            rec.push("fanotify");
+        }
+        let _ = writeln!(
+            s,
+            "recorded {}; started in {} ms, ran {} ms",
+            if rec.is_empty() {
+                "nothing".to_string()
+            } else {
+                rec.join(" + ")
+            },
+            self.timings.start_ms.unwrap_or(0),
+            self.timings.run_ms
+        );
+        for n in &self.recorders.notes {
+            let _ = writeln!(s, "note     {n}");
+        }
+        if self.outcome != Outcome::Ok && !self.app.stderr_tail.trim().is_empty() {
+            let _ = writeln!(s, "stderr (tail):");
+            for l in self
+                .app
+                .stderr_tail
+                .trim_end()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                let _ = writeln!(s, "  | {l}");
+            }
+        }
+        s
+    }
+}
