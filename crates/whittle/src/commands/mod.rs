@@ -2,7 +2,6 @@ pub mod deps;
 pub mod inspect;
 pub mod squash;
 pub mod trace;
-pub mod trace;
 
 // Image references are parsed by each command, not by clap, so a bad one is an ordinary
 // error (one line, exit 1) rather than a usage error.
