@@ -10,6 +10,7 @@ use whittle_deps::{Analyzer, DirRootFs, Request};
 use whittle_image::ImageRef;
 
 #[test]
+#[allow(clippy::print_stdout)] // the count is part of the test report
 fn image_view_equals_unpacked_root() {
     let fixtures = PathBuf::from(std::env::var_os("WHITTLE_FIXTURES").expect(
         "WHITTLE_FIXTURES is not set: run `scripts/test` (or `export WHITTLE_FIXTURES=$(fixtures/build.sh)`)",
