@@ -6,6 +6,7 @@
 //! from the source config or `SOURCE_DATE_EPOCH`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use whittle_fstree::{flatten, FlattenOptions};
@@ -82,8 +83,19 @@ pub fn squash(
             "{dest}: destination is the source; use another tag"
         )));
     }
-    let destination = Destination::prepare(dest)?;
+    let to_dir = dest.transport == Transport::Rootfs && is_dir_target(&dest.path);
+    let destination = if to_dir {
+        check_dir_target(&dest.path)?;
+        None
+    } else {
+        Some(Destination::prepare(dest)?)
+    };
     let image = whittle_image::open(src)?;
+    if to_dir && opts.from_layer > 0 {
+        return Err(Error::Usage(format!(
+            "{dest}: a root file system directory is the whole image; --from-layer must be 0"
+        )));
+    }
     let n = image.layers.len();
     if opts.from_layer >= n.max(1) {
         return Err(Error::Usage(format!(
@@ -102,6 +114,30 @@ pub fn squash(
     let rules = Rules::new(&flat.tree, opts.drop_junk, &opts.drop_globs).map_err(Error::Usage)?;
     let totals: BTreeMap<JunkClass, ClassTotal> = rules.apply(&mut flat.tree);
     let size_before = source_size(&image);
+    if to_dir {
+        let written = unpack_to_dir(&flat, &dest.path)?;
+        let dropped: Vec<Dropped> = totals
+            .iter()
+            .map(|(c, t)| Dropped {
+                class: *c,
+                files: t.files,
+                bytes: t.bytes,
+            })
+            .collect();
+        return Ok(SquashReport {
+            source: src.to_string(),
+            destination: dest.to_string(),
+            layers_before: n,
+            layers_after: 1,
+            size_before,
+            size_after: written,
+            dropped_bytes: dropped.iter().map(|d| d.bytes).sum(),
+            dropped,
+            config_digest: image.config_digest.to_string(),
+            layers: Vec::new(),
+        });
+    }
+    let destination = destination.expect("prepared above");
 
     let mut config = image.config.clone();
     rewrite_history(&mut config.value, opts.from_layer);
@@ -151,6 +187,66 @@ pub fn squash(
         config_digest: summary.config_digest.to_string(),
         layers: summary.layers,
     })
+}
+
+/// `rootfs:PATH` names a directory when PATH is one, or does not look like a tar file.
+fn is_dir_target(path: &Path) -> bool {
+    if path.is_dir() {
+        return true;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    ![".tar", ".tar.gz", ".tgz", ".tar.zst"]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+fn check_dir_target(path: &Path) -> Result<(), Error> {
+    let bad = |m: &str| Error::Image(whittle_image::Error::format(path, m));
+    if path.exists() {
+        let mut it =
+            std::fs::read_dir(path).map_err(|e| Error::Image(whittle_image::Error::io(path, e)))?;
+        if it.next().is_some() {
+            return Err(bad("destination directory exists and is not empty"));
+        }
+    }
+    let parent = parent_dir(path);
+    tempfile::Builder::new()
+        .prefix(".whittle-probe-")
+        .tempfile_in(&parent)
+        .map_err(|e| Error::Image(whittle_image::Error::io(&parent, e)))?;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Extracts the merged tree into a temporary directory beside `dest`, then renames it into
+/// place, so a failure leaves nothing under `dest`. Returns the bytes of file content written.
+fn unpack_to_dir(flat: &whittle_fstree::Flattened, dest: &Path) -> Result<u64, Error> {
+    let parent = parent_dir(dest);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.whittle-"))
+        .tempdir_in(&parent)
+        .map_err(|e| Error::Image(whittle_image::Error::io(&parent, e)))?;
+    let summary =
+        whittle_fstree::extract(&flat.tree, &flat.store, temp.path(), &Default::default())?;
+    if dest.is_dir() {
+        std::fs::remove_dir(dest).map_err(|e| Error::Image(whittle_image::Error::io(dest, e)))?;
+    }
+    let kept = temp.keep();
+    std::fs::rename(&kept, dest).map_err(|e| Error::Image(whittle_image::Error::io(dest, e)))?;
+    Ok(summary.bytes)
 }
 
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
