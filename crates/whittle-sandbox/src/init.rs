@@ -376,15 +376,13 @@ fn spawn(s: &SpawnSpec, run_dir: RawFd, l: &Launch) -> Result<i32, (Stage, i32)>
         return Err((Stage::Privileges, errno()));
     }
     if pid == 0 {
-        // SAFETY: closing our copy of the read end.
-        unsafe { libc::close(pipe[0]) };
-        let (stage, e) = child(
-            s, &argv, &env, &path_var, &out, &err, &cwd, run_dir, pipe[1], l,
-        );
+        // Status pipe to 3, run directory to 4, everything else (the read end too) closed.
+        keep_fds(&[pipe[1], run_dir]);
+        let (stage, e) = child(s, &argv, &env, &path_var, &out, &err, &cwd, 4, l);
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&stage.code().to_ne_bytes());
         msg[4..].copy_from_slice(&e.to_ne_bytes());
-        write_all(pipe[1], &msg);
+        write_all(3, &msg);
         exit(match (stage, e) {
             (Stage::Lookup, _) | (Stage::Exec, libc::ENOENT) => 127,
             (Stage::Chdir, _) => 128,
@@ -416,7 +414,6 @@ fn child(
     err: &CStr,
     cwd: &CStr,
     run_dir: RawFd,
-    status_fd: RawFd,
     l: &Launch,
 ) -> (Stage, i32) {
     // SAFETY: process-attribute calls with valid arguments; this is a fresh child.
@@ -454,10 +451,12 @@ fn child(
         libc::dup2(fd_out, 1);
         libc::dup2(fd_err, 2);
     }
-    keep_fds(&[status_fd]);
-    let status_fd: RawFd = 3;
-    // SAFETY: marking our status pipe close-on-exec.
-    unsafe { libc::fcntl(status_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // Keep stdio and the status pipe (3); close the run directory and the originals.
+    // SAFETY: close_range with plain integer arguments; marking the pipe close-on-exec.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 4, libc::c_uint::MAX, 0);
+        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
 
     // The working directory is created if missing, as engines do.
     mkdir_p(cwd.to_bytes());

@@ -48,6 +48,8 @@ pub struct Options {
     pub fanotify: bool,
     /// Process limit of the sandbox (pids cgroup).
     pub pids_max: u64,
+    /// How much of the app's stderr the report keeps (its end).
+    pub stderr_tail: u64,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             record: true,
             fanotify: true,
             pids_max: 4096,
+            stderr_tail: 4096,
         }
     }
 }
@@ -96,7 +99,7 @@ pub struct AppReport {
     pub stopped_by_whittle: bool,
     pub stdout_sha256: Option<String>,
     pub stdout_bytes: u64,
-    /// Last 4 KiB of stderr.
+    /// The end of stderr (4 KiB by default).
     pub stderr_tail: String,
 }
 
@@ -629,7 +632,7 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
     }
     let dir = sb.dir().to_path_buf();
     let (stdout_sha, stdout_bytes) = hash_file(&dir.join("app.out"));
-    let stderr_tail = read_tail(&app_err, 4096);
+    let stderr_tail = read_tail(&app_err, opts.stderr_tail);
     if sb.cgroup.as_ref().is_some_and(PidsCgroup::limit_hit) {
         recorders.notes.push(format!(
             "the sandbox hit its process limit (pids.max = {})",

@@ -156,3 +156,39 @@ pub fn prepared(name: &str) -> &'static PreparedImage {
     m.insert(name.to_string(), img);
     img
 }
+
+use whittle_fstree::{Entry, EntryKind, Flattened, Meta};
+use whittle_image::ConfigView;
+
+/// A fixture flattened afresh (for tests that change it before extracting).
+pub fn flattened(name: &str) -> (ConfigView, Flattened) {
+    let r = whittle_image::ImageRef::parse(&format!("docker-archive:{}", fixture(name).display()))
+        .unwrap();
+    let image = whittle_image::open(&r).unwrap();
+    let flat =
+        whittle_fstree::flatten(&image, whittle_fstree::FlattenOptions::default(), None).unwrap();
+    (image.config.view(), flat)
+}
+
+/// Adds host files to a flattened tree (a layer made by hand): (image path, host path, mode).
+pub fn add_files(flat: &mut Flattened, files: &[(&str, PathBuf, u32)]) {
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|(p, host, mode)| {
+            let host = std::fs::canonicalize(host).unwrap();
+            Entry {
+                path: p.trim_start_matches('/').as_bytes().to_vec(),
+                kind: EntryKind::HostFile {
+                    size: std::fs::metadata(&host).unwrap().len(),
+                    path: host,
+                },
+                meta: Meta {
+                    mode: *mode,
+                    ..Meta::default()
+                },
+                header_size: 0,
+            }
+        })
+        .collect();
+    flat.tree.apply(99, &entries).unwrap();
+}
