@@ -93,7 +93,12 @@ impl Destination {
                 }
                 check_parent_writable(&r.path)?;
             }
-            _ => check_parent_writable(&r.path)?,
+            _ => {
+                if r.path.is_dir() {
+                    return Err(Error::format(&r.path, "destination is a directory; name a file"));
+                }
+                check_parent_writable(&r.path)?
+            }
         }
         Ok(Destination { r: r.clone() })
     }
