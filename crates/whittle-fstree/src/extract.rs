@@ -571,4 +571,65 @@ mod tests {
         assert!(err.to_string().contains("/d"), "{err}");
         assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0);
     }
+
+    /// Owners, setuid bits, `security.capability` (set after chown, which clears it), device
+    /// nodes: what only root can write.
+    #[test]
+    fn root_metadata_capabilities_and_devices() {
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        assert_eq!(
+            uid, 0,
+            "this test needs root (chown, mknod, security.* xattrs): run as root like scripts/test"
+        );
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("ping"), b"\x7fELF").unwrap();
+        // vfs_cap_data v2: effective flag, permitted = CAP_NET_RAW (13).
+        let mut cap = Vec::new();
+        cap.extend_from_slice(&0x0200_0001u32.to_le_bytes());
+        cap.extend_from_slice(&(1u32 << 13).to_le_bytes());
+        cap.extend_from_slice(&[0u8; 12]);
+        let mut m = meta(0o4755);
+        m.uid = 33;
+        m.gid = 44;
+        m.xattrs = vec![(b"security.capability".to_vec(), cap.clone())];
+        let mut tree = FsTree::new(false);
+        tree.apply(
+            0,
+            &[
+                Entry {
+                    path: b"ping".to_vec(),
+                    kind: EntryKind::HostFile {
+                        size: 4,
+                        path: src.path().join("ping"),
+                    },
+                    meta: m,
+                    header_size: 0,
+                },
+                entry("null", EntryKind::Char { major: 1, minor: 3 }, 0o666),
+            ],
+        )
+        .unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        extract(
+            &tree,
+            &ContentStore::default(),
+            dest.path(),
+            &ExtractOptions::default(),
+        )
+        .unwrap();
+        let md = std::fs::symlink_metadata(dest.path().join("ping")).unwrap();
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (33, 44, 0o4755));
+        assert_eq!(
+            xattr::get(dest.path().join("ping"), "security.capability")
+                .unwrap()
+                .unwrap(),
+            cap
+        );
+        let null = std::fs::symlink_metadata(dest.path().join("null")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), libc::makedev(1, 3));
+        assert_eq!(null.mode() & 0o7777, 0o666);
+    }
 }
