@@ -51,7 +51,6 @@ struct Pending {
     items: Vec<(Vec<u8>, Vec<Kind>)>,
     /// Whether this call creates its path when it succeeds (O_CREAT of a missing path).
     creates: bool,
-    is_exec: bool,
     delete_first: bool,
 }
 
@@ -158,13 +157,9 @@ impl Tracer {
                             p.started = true;
                         }
                     }
-                    let p = self.procs.entry(pid).or_default();
-                    p.comm = None;
-                    if let Some(pend) = &mut p.pending {
-                        if pend.is_exec {
-                            // Success: recorded at the exit stop with result 0.
-                        }
-                    }
+                    // A new program: a new comm. The execve itself is recorded at its exit
+                    // stop (result 0), which still follows.
+                    self.procs.entry(pid).or_default().comm = None;
                     self.resume(pid, 0);
                 }
                 PTRACE_EVENT_FORK | PTRACE_EVENT_VFORK | PTRACE_EVENT_CLONE => {
@@ -271,12 +266,9 @@ impl Tracer {
                     flags = Some(u64::from_ne_bytes(b) as i64);
                 }
             }
-            Special::EmptyPathFlags(i) => {
-                if r.args[i as usize] as i64 & libc::AT_EMPTY_PATH as i64 != 0 {
-                    // Possibly the fd itself; an empty path is skipped below.
-                }
-            }
-            Special::None => {}
+            // With AT_EMPTY_PATH and "" the call is about the fd itself: the empty path is
+            // skipped below.
+            Special::EmptyPathFlags(_) | Special::None => {}
         }
         if let Some(f) = flags {
             extra = open_kinds(f);
@@ -326,7 +318,6 @@ impl Tracer {
         p.pending = Some(Pending {
             items,
             creates,
-            is_exec: matches!(sc.name, "SYS_execve" | "SYS_execveat"),
             delete_first: sc.name.starts_with("SYS_rename"),
         });
     }
