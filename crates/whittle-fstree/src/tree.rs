@@ -238,10 +238,17 @@ impl FsTree {
             }
         }
         for e in entries.iter().filter(|e| e.kind == EntryKind::Whiteout) {
-            self.remove_subtree(&e.path);
+            // A symlinked parent is followed, as for every other entry (`place`) and as an
+            // engine removing the path would.
+            let target = self
+                .resolve_dir(parent_of(&e.path))
+                .map(|dir| join(&dir, base_name(&e.path)));
+            self.remove_subtree(target.as_deref().unwrap_or(&e.path));
             if self.track_whiteouts {
                 let parent = self.ensure_dir_chain(parent_of(&e.path), layer)?;
                 let path = join(&parent, base_name(&e.path));
+                // The whiteout node replaces the whole subtree: nothing may sit below it.
+                self.remove_subtree(&path);
                 let inode = self.new_inode();
                 self.nodes.insert(
                     path,
@@ -397,6 +404,48 @@ impl FsTree {
         }
         let mut hops = 0;
         self.walk_dirs(Vec::new(), dir, layer, &mut hops, dir)
+    }
+
+    /// Where directory `dir` is now, following symlinks as [`Self::walk_dirs`] does but
+    /// changing nothing: `None` when a component is missing or not a directory, or the symlinks
+    /// loop or lead above the root.
+    fn resolve_dir(&self, dir: &[u8]) -> Option<Vec<u8>> {
+        let mut hops = 0;
+        self.resolve_from(Vec::new(), dir, &mut hops)
+    }
+
+    fn resolve_from(&self, mut cur: Vec<u8>, rest: &[u8], hops: &mut u32) -> Option<Vec<u8>> {
+        for comp in rest.split(|&b| b == b'/') {
+            match comp {
+                b"" | b"." => continue,
+                b".." => {
+                    if cur.is_empty() {
+                        return None;
+                    }
+                    cur = parent_of(&cur).to_vec();
+                    continue;
+                }
+                _ => {}
+            }
+            let cand = join(&cur, comp);
+            match &self.nodes.get(&cand)?.kind {
+                NodeKind::Dir { .. } => cur = cand,
+                NodeKind::Symlink(target) => {
+                    *hops += 1;
+                    if *hops > MAX_SYMLINK_HOPS {
+                        return None;
+                    }
+                    let base = if target.starts_with(b"/") {
+                        Vec::new()
+                    } else {
+                        cur.clone()
+                    };
+                    cur = self.resolve_from(base, target, hops)?;
+                }
+                _ => return None,
+            }
+        }
+        Some(cur)
     }
 
     /// Walks `rest` from directory `cur`, creating and following as needed.
@@ -660,6 +709,33 @@ mod tests {
             .unwrap();
         let e = t.apply(6, &[file("loop/x", 8)]).unwrap_err();
         assert!(e.1.contains("too many levels"), "{e:?}");
+    }
+
+    /// Caught by the `layer_tar` fuzz target's tree invariant (every parent is a directory):
+    /// `l/.wh.x` with `l -> d` left `d/x/y` in place, below a whiteout node when tracking
+    /// whiteouts and visible in the merged view otherwise.
+    #[test]
+    fn whiteout_under_a_symlinked_parent_hides_the_resolved_subtree() {
+        let lower = [
+            dir("d"),
+            dir("d/x"),
+            file("d/x/y", 1),
+            special("l", EntryKind::Symlink(b"d".to_vec())),
+        ];
+        for track in [false, true] {
+            let mut t = FsTree::new(track);
+            t.apply(0, &lower).unwrap();
+            t.apply(1, &[special("l/x", EntryKind::Whiteout)]).unwrap();
+            assert!(t.get(b"d/x/y").is_none(), "track={track}");
+            assert_eq!(
+                t.get(b"d/x").map(|n| &n.kind),
+                track.then_some(&NodeKind::Whiteout),
+                "track={track}"
+            );
+            for (p, _) in t.iter().filter(|(p, _)| !p.is_empty()) {
+                assert!(t.get(parent_of(p)).is_some_and(Node::is_dir), "{p:?}");
+            }
+        }
     }
 
     #[test]
