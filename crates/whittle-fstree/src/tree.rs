@@ -142,14 +142,24 @@ impl FsTree {
     pub fn children<'a>(&'a self, path: &[u8]) -> Vec<(&'a Vec<u8>, &'a Node)> {
         let mut out = Vec::new();
         let (mut lo, hi) = subtree_bounds(path);
+        let start = if path.is_empty() { 0 } else { path.len() + 1 };
         loop {
             let mut range = self.nodes.range::<Vec<u8>, _>((lo, hi.clone()));
             let Some((k, n)) = range.next() else { break };
-            out.push((k, n));
-            // Everything under `k/` sorts before `k0`.
-            let mut next = k.clone();
-            next.push(b'0');
-            lo = Bound::Included(next);
+            match k[start..].iter().position(|&b| b == b'/') {
+                // A child. Siblings can sort between it and its subtree (`a-b` between `a`
+                // and `a/`), so the next key is looked at, not skipped.
+                None => {
+                    out.push((k, n));
+                    lo = Bound::Excluded(k.clone());
+                }
+                // Inside child `c`'s subtree: everything under `c/` sorts before `c0`.
+                Some(i) => {
+                    let mut next = k[..start + i].to_vec();
+                    next.push(b'0');
+                    lo = Bound::Included(next);
+                }
+            }
         }
         out
     }
@@ -736,6 +746,47 @@ mod tests {
                 assert!(t.get(parent_of(p)).is_some_and(Node::is_dir), "{p:?}");
             }
         }
+    }
+
+    /// Caught by the `layer_tar` fuzz target's check of `children` against iteration: after
+    /// `a` the listing jumped to `a0` and lost the siblings that sort between `a` and `a/`
+    /// (`a-b`, `libc.so.6` after `libc.so`, `python3.11` after `python3`).
+    #[test]
+    fn children_include_siblings_that_sort_before_a_subtree() {
+        let mut t = FsTree::new(false);
+        t.apply(
+            0,
+            &[
+                dir("lib"),
+                file("lib/libc.so", 1),
+                file("lib/libc.so.6", 2),
+                dir("lib/python3"),
+                file("lib/python3/x", 3),
+                dir("lib/python3.11"),
+                file("lib/python3.11/y", 4),
+                file("lib/python30", 5),
+                file("lib-x", 6),
+            ],
+        )
+        .unwrap();
+        let names = |p: &[u8]| -> Vec<String> {
+            t.children(p)
+                .iter()
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(b"lib"),
+            [
+                "lib/libc.so",
+                "lib/libc.so.6",
+                "lib/python3",
+                "lib/python3.11",
+                "lib/python30"
+            ]
+        );
+        assert_eq!(names(b""), ["lib", "lib-x"]);
+        assert_eq!(names(b"lib/python3"), ["lib/python3/x"]);
     }
 
     #[test]
