@@ -74,6 +74,7 @@ impl TarIndex {
 
     fn scan_limited(path: &Path, limit: usize) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut archive = tar::Archive::new(file);
         let mut index = TarIndex {
             path: path.to_path_buf(),
@@ -140,8 +141,22 @@ impl TarIndex {
             let name = normalize_member(&String::from_utf8_lossy(&raw_name));
             match et {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let size = entry.size();
-                    index.files.insert(name, (entry.raw_file_position(), size));
+                    let (offset, size) = (entry.raw_file_position(), entry.size());
+                    // The tar crate seeks past a member's data without reading it, so a
+                    // member running past the end of the file shows only here.
+                    match offset.checked_add(size) {
+                        Some(end) if end <= file_len => {}
+                        _ => {
+                            return Err(Error::format(
+                                path,
+                                format!(
+                                    "truncated archive: member {name:?} needs {size} bytes at \
+                                     offset {offset}, the file has {file_len}"
+                                ),
+                            ))
+                        }
+                    }
+                    index.files.insert(name, (offset, size));
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     if let Some(target) = link {

@@ -22,8 +22,15 @@ impl Blobs {
         match self {
             Blobs::Dir(root) => {
                 let path = root.join(name);
-                BlobWindow::whole_file(&path)
-                    .map_err(|_| Error::format(&path, "missing blob in OCI layout"))
+                BlobWindow::whole_file(&path).map_err(|e| match e {
+                    Error::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
+                        Error::io(&path, source)
+                    }
+                    _ if name.starts_with("blobs/") => {
+                        Error::format(&path, "missing blob in OCI layout")
+                    }
+                    _ => Error::format(&path, format!("missing {name}: not an OCI image layout")),
+                })
             }
             Blobs::Archive(index) => index.window(name),
         }
@@ -58,6 +65,14 @@ fn digest_of(desc: &Descriptor) -> Result<Digest> {
 }
 
 pub(super) fn open_dir(r: &ImageRef) -> Result<Image> {
+    // Name a missing or wrong layout directory itself, not a file inside it.
+    let meta = std::fs::metadata(&r.path).map_err(|e| Error::io(&r.path, e))?;
+    if !meta.is_dir() {
+        return Err(Error::format(
+            &r.path,
+            "not a directory (an oci: layout is one)",
+        ));
+    }
     open(r, Blobs::Dir(r.path.clone()))
 }
 
