@@ -4,8 +4,9 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Image(#[from] whittle_image::Error),
-    /// A layer entry breaks the layer rules; `at` names the layer blob.
-    #[error("{at}: layer {layer}: {path}: {message}")]
+    /// A layer entry breaks the layer rules; `at` names the layer blob. `path` is empty when
+    /// the stream itself is broken (no entry to name).
+    #[error("{at}: layer {layer}: {}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
     Entry {
         at: PathBuf,
         layer: usize,

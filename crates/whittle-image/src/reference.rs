@@ -92,7 +92,15 @@ impl ImageRef {
     /// an OCI layout, any other directory a root file system; a tar with `manifest.json` is a
     /// docker-archive, one with `oci-layout` an oci-archive, any other tar a root file system.
     pub fn detect(path: &Path) -> Result<Self, Error> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Reference(format!(
+                "{}: No such file or directory (to write a new image, name its transport, e.g. \
+                 docker-archive:{})",
+                path.display(),
+                path.display()
+            )),
+            _ => Error::io(path, e),
+        })?;
         let transport = if meta.is_dir() {
             if path.join("oci-layout").exists() {
                 Transport::Oci

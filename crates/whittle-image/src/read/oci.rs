@@ -100,7 +100,7 @@ fn open(r: &ImageRef, blobs: Blobs) -> Result<Image> {
     let desc = resolve_platform(&blobs, desc, 0)?;
 
     let (manifest_bytes, manifest_w) = blobs.read_json(&desc)?;
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| {
+    let manifest = serde_json::from_slice::<ImageManifest>(&manifest_bytes[..]).map_err(|e| {
         Error::format(
             &manifest_w.display,
             format!("malformed image manifest: {e}"),
@@ -154,7 +154,7 @@ fn open(r: &ImageRef, blobs: Blobs) -> Result<Image> {
 }
 
 fn parse_index(bytes: &[u8], path: &Path) -> Result<ImageIndex> {
-    ImageIndex::from_reader(bytes)
+    serde_json::from_slice::<ImageIndex>(bytes)
         .map_err(|e| Error::format(path, format!("malformed image index: {e}")))
 }
 

@@ -95,7 +95,10 @@ impl Destination {
             }
             _ => {
                 if r.path.is_dir() {
-                    return Err(Error::format(&r.path, "destination is a directory; name a file"));
+                    return Err(Error::format(
+                        &r.path,
+                        "destination is a directory; name a file",
+                    ));
                 }
                 check_parent_writable(&r.path)?
             }

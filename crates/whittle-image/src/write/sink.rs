@@ -192,6 +192,8 @@ impl TarSink {
             self.out.write_all(&[0u8; 1024]).map_err(io)?;
         }
         self.out.flush().map_err(io)?;
+        // Temporary files are created 0600; an image file is as readable as any other.
+        set_mode(self.temp.path(), 0o644).map_err(io)?;
         self.temp
             .persist(&self.dest)
             .map_err(|e| Error::io(&self.dest, e.error))?;
@@ -254,6 +256,18 @@ impl BlobSink for TarSink {
     }
 }
 
+/// Sets permission bits, minus the process umask (as creating the file normally would).
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask has no preconditions; it is set straight back to what it was.
+    let mask = unsafe {
+        let m = libc::umask(0);
+        libc::umask(m);
+        m
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !(mask as u32)))
+}
+
 /// A directory written under a temporary name beside its destination.
 pub(crate) struct DirSink {
     temp: tempfile::TempDir,
@@ -285,6 +299,9 @@ impl DirSink {
             std::fs::remove_dir(&self.dest).map_err(|e| Error::io(&self.dest, e))?;
         }
         let temp = self.temp.keep();
+        for dir in [temp.join("blobs/sha256"), temp.join("blobs"), temp.clone()] {
+            set_mode(&dir, 0o755).map_err(|e| Error::io(&dir, e))?;
+        }
         std::fs::rename(&temp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
         Ok(())
     }
@@ -308,6 +325,7 @@ impl BlobSink for DirSink {
             .temp
             .path()
             .join(name(&stored, &diff_id.unwrap_or(stored)));
+        set_mode(tmp.path(), 0o644)?;
         tmp.persist(&path).map_err(|e| e.error)?;
         Ok((stored, size))
     }
