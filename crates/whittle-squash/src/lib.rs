@@ -116,14 +116,7 @@ pub fn squash(
     let size_before = source_size(&image);
     if to_dir {
         let written = unpack_to_dir(&flat, &dest.path)?;
-        let dropped: Vec<Dropped> = totals
-            .iter()
-            .map(|(c, t)| Dropped {
-                class: *c,
-                files: t.files,
-                bytes: t.bytes,
-            })
-            .collect();
+        let dropped = dropped_list(&totals);
         return Ok(SquashReport {
             source: src.to_string(),
             destination: dest.to_string(),
@@ -167,14 +160,7 @@ pub fn squash(
             }),
         compression: opts.compression.unwrap_or(Compression::None),
     })?;
-    let dropped: Vec<Dropped> = totals
-        .iter()
-        .map(|(c, t)| Dropped {
-            class: *c,
-            files: t.files,
-            bytes: t.bytes,
-        })
-        .collect();
+    let dropped = dropped_list(&totals);
     Ok(SquashReport {
         source: src.to_string(),
         destination: summary.destination.clone(),
@@ -247,6 +233,17 @@ fn unpack_to_dir(flat: &whittle_fstree::Flattened, dest: &Path) -> Result<u64, E
     let kept = temp.keep();
     std::fs::rename(&kept, dest).map_err(|e| Error::Image(whittle_image::Error::io(dest, e)))?;
     Ok(summary.bytes)
+}
+
+fn dropped_list(totals: &BTreeMap<JunkClass, ClassTotal>) -> Vec<Dropped> {
+    totals
+        .iter()
+        .map(|(c, t)| Dropped {
+            class: *c,
+            files: t.files,
+            bytes: t.bytes,
+        })
+        .collect()
 }
 
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {

@@ -147,15 +147,11 @@ impl TarSink {
     }
 
     fn new(dest: &Path, raw: bool) -> Result<Self> {
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
+        let (parent, prefix) = temp_beside(dest);
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.whittle-", file_name.unwrap_or_default()))
-            .tempfile_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
+            .prefix(&prefix)
+            .tempfile_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
         let file = temp.reopen().map_err(|e| Error::io(temp.path(), e))?;
         Ok(TarSink {
             out: BufWriter::with_capacity(1 << 20, file),
@@ -256,6 +252,20 @@ impl BlobSink for TarSink {
     }
 }
 
+/// The directory a temporary for `dest` goes in (the same file system, so the final rename is
+/// atomic) and a builder naming it `.NAME.whittle-XXXX`, hidden and traceable to its target.
+fn temp_beside(dest: &Path) -> (PathBuf, String) {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (parent, format!(".{name}.whittle-"))
+}
+
 /// Sets permission bits, minus the process umask (as creating the file normally would).
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -276,15 +286,11 @@ pub(crate) struct DirSink {
 
 impl DirSink {
     pub(crate) fn create(dest: &Path) -> Result<Self> {
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
+        let (parent, prefix) = temp_beside(dest);
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.whittle-", file_name.unwrap_or_default()))
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
+            .prefix(&prefix)
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
         let blobs = temp.path().join("blobs/sha256");
         std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
         Ok(DirSink {
