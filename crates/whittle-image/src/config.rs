@@ -202,4 +202,32 @@ mod tests {
             .to_string();
         assert!(e.contains("malformed image config JSON"), "{e}");
     }
+
+    /// Caught by the `image_json` fuzz target: serde_json's default float parser is not
+    /// correctly rounded, so a number in a config could change in its last digit each time
+    /// the config was read and written again (squashing a squashed image, for one).
+    #[test]
+    fn numbers_keep_their_value_when_read_and_written_again() {
+        let big = "6".repeat(84) + "2";
+        let texts = [
+            big.as_str(),
+            "6.6666666666666667e+84",
+            "0.30000000000000004",
+        ];
+        let raw = format!("{{\"n\":[{}]}}", texts.join(","));
+        let once = ImageConfig::parse(raw.as_bytes(), Path::new("c.json")).unwrap();
+        for (i, text) in texts.iter().enumerate() {
+            assert_eq!(
+                once.value["n"][i].as_f64(),
+                text.parse::<f64>().ok(),
+                "{text}"
+            );
+        }
+        let bytes = once.to_bytes();
+        let twice = ImageConfig::parse(&bytes, Path::new("c.json")).unwrap();
+        assert_eq!(
+            String::from_utf8(twice.to_bytes()).unwrap(),
+            String::from_utf8(bytes).unwrap()
+        );
+    }
 }
