@@ -4,14 +4,18 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::tree::{Content, Node, NodeKind};
 
 /// Where each layer's uncompressed bytes can be read at random offsets: the blob itself when
 /// it is stored uncompressed, else a spool file written while the layer was first read.
-#[derive(Debug, Default)]
+///
+/// Cloning is cheap and shares the open files: a slim tree selected from a flattened image
+/// reads its content from the same layers as the fat tree.
+#[derive(Debug, Default, Clone)]
 pub struct ContentStore {
-    layers: Vec<Option<LayerBytes>>,
+    layers: Vec<Option<Arc<LayerBytes>>>,
 }
 
 #[derive(Debug)]
@@ -26,12 +30,12 @@ struct LayerBytes {
 impl ContentStore {
     pub(crate) fn set_window(&mut self, layer: usize, file: File, base: u64, display: PathBuf) {
         self.ensure(layer);
-        self.layers[layer] = Some(LayerBytes {
+        self.layers[layer] = Some(Arc::new(LayerBytes {
             file,
             base,
             display,
             _spool: None,
-        });
+        }));
     }
 
     pub(crate) fn set_spool(
@@ -42,12 +46,12 @@ impl ContentStore {
     ) -> io::Result<()> {
         self.ensure(layer);
         let file = spool.reopen()?;
-        self.layers[layer] = Some(LayerBytes {
+        self.layers[layer] = Some(Arc::new(LayerBytes {
             file,
             base: 0,
             display,
             _spool: Some(spool),
-        });
+        }));
         Ok(())
     }
 

@@ -40,7 +40,7 @@ impl Default for FlattenOptions {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Flattened {
     pub tree: FsTree,
     pub store: ContentStore,

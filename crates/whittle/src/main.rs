@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Build a slim image: trace it, keep what it needs, verify the result with the same probes.
+    Build(commands::build::Args),
     /// Squash layers into one, optionally dropping junk.
     Squash(commands::squash::Args),
     /// Report on an image: layers, sizes, wasted space, junk and security notes.
@@ -31,6 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Build(a) => commands::build::run(a),
         Command::Squash(a) => commands::squash::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Deps(a) => commands::deps::run(a),

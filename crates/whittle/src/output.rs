@@ -42,7 +42,7 @@ pub fn error_line(e: &anyhow::Error) {
 
 /// Error text can quote bytes from a hostile file (tar parsers echo bad header fields): keep
 /// it on one line and of a readable length.
-fn one_line(msg: &str) -> String {
+pub fn one_line(msg: &str) -> String {
     const MAX: usize = 400;
     let mut out = String::new();
     for c in msg.chars() {

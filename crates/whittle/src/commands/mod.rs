@@ -1,3 +1,4 @@
+pub mod build;
 pub mod deps;
 pub mod inspect;
 pub mod squash;

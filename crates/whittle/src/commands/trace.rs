@@ -13,6 +13,19 @@ use crate::output::{byte_progress, print_json};
 pub struct Args {
     /// Image to run.
     src: String,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print the full report as JSON (schema whittle.trace/v1).
+    #[arg(long)]
+    json: bool,
+    /// Write the full JSON report to FILE.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Probes and limits of a sandboxed run, shared by `trace` and `build`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
     /// GET PORT[/PATH] from inside the container's network namespace (repeatable; default:
     /// GET / on every exposed TCP port).
     #[arg(long = "http-probe", value_name = "PORT[/PATH]")]
@@ -35,12 +48,22 @@ pub struct Args {
     /// Seconds between the stop signal and SIGKILL.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     grace: f64,
-    /// Print the full report as JSON (schema whittle.trace/v1).
-    #[arg(long)]
-    json: bool,
-    /// Write the full JSON report to FILE.
-    #[arg(short = 'o', long, value_name = "FILE")]
-    output: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn options(self) -> Result<Options> {
+        let mut probes = self.http_probe;
+        probes.extend(self.exec_probe.into_iter().map(Probe::Exec));
+        probes.extend(self.host_probe.into_iter().map(Probe::Host));
+        Ok(Options {
+            probes,
+            continue_after: secs("continue-after", self.continue_after)?,
+            ready_timeout: secs("ready-timeout", self.ready_timeout)?,
+            timeout: secs("timeout", self.timeout)?,
+            grace: secs("grace", self.grace)?,
+            ..Options::default()
+        })
+    }
 }
 
 fn secs(name: &str, s: f64) -> Result<Duration> {
@@ -50,17 +73,7 @@ fn secs(name: &str, s: f64) -> Result<Duration> {
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn run(a: Args) -> Result<ExitCode> {
     let src = ImageRef::parse(&a.src)?;
-    let mut probes = a.http_probe;
-    probes.extend(a.exec_probe.into_iter().map(Probe::Exec));
-    probes.extend(a.host_probe.into_iter().map(Probe::Host));
-    let opts = Options {
-        probes,
-        continue_after: secs("continue-after", a.continue_after)?,
-        ready_timeout: secs("ready-timeout", a.ready_timeout)?,
-        timeout: secs("timeout", a.timeout)?,
-        grace: secs("grace", a.grace)?,
-        ..Options::default()
-    };
+    let opts = a.run.options()?;
     whittle_sandbox::install_interrupt_handler();
     let bar = byte_progress("reading layers");
     let tick = |n: u64| bar.inc(n);

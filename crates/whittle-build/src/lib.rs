@@ -1,0 +1,688 @@
+//! `whittle build`: a minimal, reproducible image of at most two layers, proven to still do
+//! what the fat image did.
+//!
+//! The stages, in order, each reading only what the previous ones produced:
+//! 1. **open** the fat image and flatten it (layer windows, content read back by position);
+//! 2. **trace**: run it in the sandbox with the probes and record every file it touches;
+//! 3. **select** ([`select`]): trace evidence ∪ the static closure of the entrypoint and of
+//!    every program the trace saw executed ∪ symlinks and parent directories on the way ∪
+//!    what the config needs ∪ includes − excludes; every kept path carries its reasons,
+//!    every dropped byte a class;
+//! 4. **verify** ([`verify`]): run the slim tree in the same sandbox with the same probes and
+//!    compare; on a difference, add what the slim run looked for in vain and try again;
+//! 5. **write** ([`layers`]): base and app layers, deterministic, to any destination.
+//!
+//! Nothing is written to the destination unless verification passed (or was turned off), and
+//! the destination is checked for writability before any work starts.
+
+pub mod html;
+pub mod layers;
+pub mod report;
+pub mod select;
+pub mod verify;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use whittle_deps::image::{config_of, ImageRootFs};
+use whittle_deps::{Request, Resolver};
+use whittle_fstree::{display_path, flatten, FlattenOptions, Flattened, NodeKind};
+use whittle_image::compression::Compression;
+use whittle_image::write::{Destination, LayerOut, NewImage};
+use whittle_image::{ImageRef, Transport};
+use whittle_layer::{write_layer, LayerOptions};
+use whittle_rules::Rules;
+use whittle_sandbox::{Outcome, PreparedImage};
+
+use crate::layers::Role;
+use crate::report::{
+    BuildReport, Dropped, DroppedClass, KeptPath, LayerReport, Round, RunSummary, Runs, Sizes,
+    Status, Verification,
+};
+use crate::select::{Reason, Selection};
+
+pub use report::SCHEMA;
+
+/// Rounds of auto-include after the first verification.
+pub const AUTO_INCLUDE_ROUNDS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] whittle_image::Error),
+    #[error(transparent)]
+    Tree(#[from] whittle_fstree::Error),
+    #[error(transparent)]
+    Sandbox(#[from] whittle_sandbox::Error),
+    #[error("{0}")]
+    Usage(String),
+    /// The fat image itself did not run through the probes: there is nothing to verify
+    /// against.
+    #[error("{image}: the source image's own run failed ({outcome}): {message}")]
+    FatRun {
+        image: String,
+        outcome: String,
+        message: String,
+    },
+    #[error("interrupted")]
+    Interrupted,
+    /// Measuring the layers of a build that is not written (no file involved).
+    #[error("measuring the slim layers: {0}")]
+    Measure(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Probes and limits, as for `whittle trace`.
+    pub run: whittle_sandbox::Options,
+    pub includes: Vec<String>,
+    pub include_exes: Vec<String>,
+    pub excludes: Vec<String>,
+    /// Replaces the config's `User` (the trace and verification run as this user too).
+    pub user: Option<String>,
+    /// 1 or 2.
+    pub layers: u8,
+    pub verify: bool,
+    pub auto_include: bool,
+    pub tag: Option<String>,
+    pub compression: Option<Compression>,
+    /// How the build was asked for, for the history entry (`whittle build …`).
+    pub command_line: String,
+    /// Also return every regular file of the source with its fate, for the HTML treemap.
+    pub treemap: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            run: whittle_sandbox::Options::default(),
+            includes: Vec::new(),
+            include_exes: Vec::new(),
+            excludes: Vec::new(),
+            user: None,
+            layers: 2,
+            verify: true,
+            auto_include: true,
+            tag: None,
+            compression: None,
+            command_line: "whittle build".into(),
+            treemap: false,
+        }
+    }
+}
+
+/// Progress callbacks: `stage` when a stage starts, `bytes` while layers are read.
+#[allow(missing_debug_implementations)]
+pub struct Progress<'a> {
+    pub stage: &'a dyn Fn(&str),
+    pub bytes: Option<whittle_fstree::Progress<'a>>,
+}
+
+/// What `build` returns, also when verification failed (then `report.written` is false and
+/// the caller exits 3).
+#[derive(Debug)]
+pub struct Built {
+    pub report: BuildReport,
+    /// Every regular file of the source with its fate (empty unless `treemap` was asked).
+    pub treemap: Vec<html::TreemapFile>,
+}
+
+/// Builds the slim image of `src` into `dest`. See the crate docs for the stages.
+pub fn build(
+    src: &ImageRef,
+    dest: &ImageRef,
+    opts: &BuildOptions,
+    progress: &Progress<'_>,
+) -> Result<Built, Error> {
+    let t_total = Instant::now();
+    let mut timings: BTreeMap<&'static str, u64> = BTreeMap::new();
+    check_not_source(src, dest)?;
+    if !matches!(opts.layers, 1 | 2) {
+        return Err(Error::Usage(format!(
+            "--layers {}: must be 1 or 2",
+            opts.layers
+        )));
+    }
+    if dest.transport == Transport::Rootfs {
+        return Err(Error::Usage(format!(
+            "{dest}: a slim build writes an image (docker-archive:, oci:, oci-archive:, docker-daemon:)"
+        )));
+    }
+    let destination = Destination::prepare(dest)?;
+
+    // 1. open
+    (progress.stage)("reading the image");
+    let t = Instant::now();
+    let image = whittle_image::open(src)?;
+    let mut config_value = image.config.value.clone();
+    if let Some(u) = &opts.user {
+        if !config_value.get("config").is_some_and(|c| c.is_object()) {
+            config_value["config"] = serde_json::json!({});
+        }
+        config_value["config"]["User"] = serde_json::json!(u);
+    }
+    let view = whittle_image::ImageConfig {
+        value: config_value.clone(),
+    }
+    .view();
+    let flat = flatten(&image, FlattenOptions::default(), progress.bytes)?;
+    let before = image.layers.iter().map(|l| l.stored_size()).sum::<u64>();
+    check_interrupt()?;
+    (progress.stage)("extracting the image for the sandbox");
+    let fat = PreparedImage::from_flattened(src.to_string(), view.clone(), flat)?;
+    timings.insert("open", ms(t));
+    check_interrupt()?;
+
+    // 2. trace
+    (progress.stage)("tracing the fat image");
+    let t = Instant::now();
+    let fat_run = whittle_sandbox::run(&fat, &opts.run)?;
+    timings.insert("trace", ms(t));
+    match fat_run.outcome {
+        Outcome::Ok => {}
+        Outcome::Interrupted => return Err(Error::Interrupted),
+        o => {
+            return Err(Error::FatRun {
+                image: src.to_string(),
+                outcome: serde_json::to_value(o)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                message: fat_run.error.clone().unwrap_or_default(),
+            })
+        }
+    }
+
+    // 3. select
+    (progress.stage)("selecting what the app needs");
+    let t = Instant::now();
+    let (tree, store) = (&fat.flat.tree, &fat.flat.store);
+    let dcfg = config_of(&view);
+    let mut sel = Selection::new(tree, store, &opts.excludes).map_err(Error::Usage)?;
+    let mut notes: Vec<String> = fat_run
+        .recorders
+        .notes
+        .iter()
+        .map(|n| format!("recorder: {n}"))
+        .collect();
+    let executed = sel.add_trace(&fat_run.files);
+    let entry = Request {
+        config: dcfg.clone(),
+        paths: Vec::new(),
+    };
+    for m in sel.add_closure(&entry, |why| Reason::Static { why }) {
+        notes.push(format!("static analysis: missing {m}"));
+    }
+    if !executed.is_empty() {
+        let req = Request {
+            config: dcfg.clone(),
+            paths: executed,
+        };
+        sel.add_closure(&req, |why| Reason::Static { why });
+    }
+    keep_config_paths(&mut sel, &view);
+    for inc in &opts.includes {
+        if !sel.add_include(inc, &dcfg) {
+            return Err(Error::Usage(format!(
+                "--include {inc}: {src} has no such path"
+            )));
+        }
+    }
+    for exe in &opts.include_exes {
+        let req = Request {
+            config: dcfg.clone(),
+            paths: vec![exe.clone()],
+        };
+        let arg = exe.clone();
+        let missing = sel.add_closure(&req, |_| Reason::Include { arg: arg.clone() });
+        if missing.iter().any(|m| m.starts_with(&format!("{exe} "))) {
+            return Err(Error::Usage(format!(
+                "--include-exe {exe}: not found through PATH in {src}"
+            )));
+        }
+    }
+    sel.complete();
+    timings.insert("select", ms(t));
+    check_interrupt()?;
+
+    // 4. verify
+    let t = Instant::now();
+    let mut rounds: Vec<Round> = Vec::new();
+    let mut slim_run = None;
+    let status = if !opts.verify {
+        Status::Skipped
+    } else {
+        let fs = ImageRootFs { tree, store };
+        let resolver = Resolver::new(&fs);
+        let resolves = |p: &str| resolver.resolve(p, "/", false).is_ok();
+        let mut round = 1u32;
+        loop {
+            (progress.stage)(&format!("verifying the slim image (round {round})"));
+            let slim_flat = Flattened {
+                tree: sel.slim_tree(),
+                store: store.clone(),
+            };
+            let slim =
+                PreparedImage::from_flattened(format!("{dest} (slim)"), view.clone(), slim_flat)?;
+            let run = whittle_sandbox::run(&slim, &opts.run)?;
+            drop(slim);
+            if run.outcome == Outcome::Interrupted {
+                return Err(Error::Interrupted);
+            }
+            let differences = verify::compare(&fat_run, &run);
+            let passed = differences.is_empty();
+            let missing = if passed {
+                Vec::new()
+            } else {
+                verify::missing(&run, tree, resolves)
+            };
+            let mut added = Vec::new();
+            if !passed && opts.auto_include && round <= AUTO_INCLUDE_ROUNDS {
+                for m in &missing {
+                    let key = m.trim_start_matches('/').as_bytes();
+                    if sel.is_excluded(key) || sel.is_kept(key) {
+                        continue;
+                    }
+                    if sel.keep_spelled(m, Reason::AutoInclude { round }) {
+                        added.push(m.clone());
+                    }
+                }
+                // What the added paths need, too (a library's own dependencies).
+                let programs: Vec<String> = added
+                    .iter()
+                    .filter(|p| {
+                        tree.get(p.trim_start_matches('/').as_bytes())
+                            .is_some_and(|n| {
+                                matches!(n.kind, NodeKind::File { .. })
+                                    && (n.meta.mode & 0o111 != 0 || p.contains(".so"))
+                            })
+                    })
+                    .cloned()
+                    .collect();
+                if !programs.is_empty() {
+                    let req = Request {
+                        config: dcfg.clone(),
+                        paths: programs,
+                    };
+                    sel.add_closure(&req, |_| Reason::AutoInclude { round });
+                }
+                sel.complete();
+            }
+            let retry = !added.is_empty();
+            rounds.push(Round {
+                round,
+                passed,
+                differences,
+                missing,
+                added,
+            });
+            slim_run = Some(run);
+            if passed {
+                break Status::Passed;
+            }
+            if !retry {
+                break Status::Failed;
+            }
+            round += 1;
+        }
+    };
+    if opts.verify {
+        timings.insert("verify", ms(t));
+    }
+    check_interrupt()?;
+
+    // 5. write
+    let t = Instant::now();
+    let slim_tree = sel.slim_tree();
+    let parts = layers::split(&slim_tree, opts.layers);
+    let roles: Vec<Role> = parts.iter().map(|(r, _)| *r).collect();
+    let config = layers::config(
+        &image.config.value,
+        &image.config_digest.to_string(),
+        opts.user.as_deref(),
+        &roles,
+        &opts.command_line,
+    );
+    // An archive without a name gets the source's, tagged `-slim`, so `docker load` gives
+    // it a name next to the fat image instead of leaving it untagged.
+    let tag = opts
+        .tag
+        .clone()
+        .or_else(|| dest.name.clone())
+        .or_else(|| match dest.transport {
+            Transport::DockerArchive => image.repo_tags.first().map(|t| slim_name(t)),
+            _ => None,
+        });
+    let mut layer_reports: Vec<LayerReport> = Vec::new();
+    let mut config_digest = None;
+    let written = status != Status::Failed;
+    let mut destination_name = dest.to_string();
+    if written {
+        (progress.stage)("writing the slim image");
+        let stats = std::sync::Mutex::new(Vec::new());
+        let outs: Vec<LayerOut<'_>> = parts
+            .iter()
+            .map(|(_, t)| {
+                let stats = &stats;
+                LayerOut::New(Box::new(move |w: &mut dyn std::io::Write| {
+                    let s = write_layer(t, store, w, LayerOptions::default())?;
+                    stats.lock().expect("not poisoned").push(s);
+                    Ok(())
+                }))
+            })
+            .collect();
+        let summary = destination.write(NewImage {
+            config: whittle_image::ImageConfig { value: config },
+            layers: outs,
+            tag: tag.clone(),
+            compression: opts.compression.unwrap_or(Compression::None),
+        })?;
+        let stats = stats.into_inner().expect("not poisoned");
+        destination_name = summary.destination.clone();
+        config_digest = Some(summary.config_digest.to_string());
+        for (i, l) in summary.layers.iter().enumerate() {
+            let st = stats.get(i).copied().unwrap_or_default();
+            layer_reports.push(LayerReport {
+                role: roles[i].name(),
+                entries: st.entries,
+                content_bytes: st.file_bytes,
+                size: l.size,
+                diff_id: Some(l.diff_id.to_string()),
+                digest: Some(l.digest.to_string()),
+            });
+        }
+    } else {
+        // Sizes of what would have been written, for the report.
+        for (role, t) in &parts {
+            let mut counter = CountingSink(0);
+            let st = write_layer(t, store, &mut counter, LayerOptions::default())?;
+            layer_reports.push(LayerReport {
+                role: role.name(),
+                entries: st.entries,
+                content_bytes: st.file_bytes,
+                size: counter.0,
+                diff_id: None,
+                digest: None,
+            });
+        }
+    }
+    timings.insert("write", ms(t));
+    timings.insert("total", ms(t_total));
+
+    let kept = kept_list(&sel, &parts);
+    let (dropped, treemap) = dropped_classes(&sel, opts.treemap);
+    let after: u64 = layer_reports.iter().map(|l| l.size).sum();
+    let after_content: u64 = slim_tree.iter().map(|(_, n)| n.size()).sum();
+    let report = BuildReport {
+        schema: SCHEMA,
+        source: src.to_string(),
+        destination: destination_name,
+        written,
+        tag,
+        source_config_digest: image.config_digest.to_string(),
+        config_digest,
+        layers: layer_reports,
+        size: Sizes {
+            before,
+            after,
+            ratio: if after == 0 {
+                0.0
+            } else {
+                before as f64 / after as f64
+            },
+            before_content: tree.iter().map(|(_, n)| n.size()).sum(),
+            after_content,
+            before_files: tree.len().saturating_sub(1) as u64,
+            after_files: slim_tree.len().saturating_sub(1) as u64,
+        },
+        kept,
+        dropped,
+        verification: Verification { status, rounds },
+        runs: Runs {
+            fat: RunSummary::of(&fat_run),
+            slim: slim_run.as_ref().map(RunSummary::of),
+        },
+        timings_ms: timings,
+        notes,
+    };
+    Ok(Built { report, treemap })
+}
+
+/// `NAME:TAG` → `NAME:TAG-slim` (`NAME` → `NAME:latest-slim`); a registry port is not a tag.
+pub fn slim_name(name: &str) -> String {
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    if name[slash..].contains(':') {
+        format!("{name}-slim")
+    } else {
+        format!("{name}:latest-slim")
+    }
+}
+
+fn ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+fn check_interrupt() -> Result<(), Error> {
+    match whittle_sandbox::interrupted() {
+        Some(_) => Err(Error::Interrupted),
+        None => Ok(()),
+    }
+}
+
+/// A sink that only counts, for layer sizes of a build that is not written.
+struct CountingSink(u64);
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refuses a destination that is the source: writing it would destroy the input.
+fn check_not_source(src: &ImageRef, dest: &ImageRef) -> Result<(), Error> {
+    let same =
+        if src.transport == Transport::DockerDaemon || dest.transport == Transport::DockerDaemon {
+            src.transport == dest.transport && src.name == dest.name
+        } else {
+            match (
+                std::fs::canonicalize(&src.path),
+                std::fs::canonicalize(&dest.path),
+            ) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+        };
+    if same {
+        return Err(Error::Usage(format!(
+            "{dest}: destination is the source; write the slim image somewhere else"
+        )));
+    }
+    Ok(())
+}
+
+/// What the engine needs from the file system to start the container the way the config
+/// says: WorkingDir, Volumes, the user database and home, and a world-writable /tmp.
+fn keep_config_paths(sel: &mut Selection<'_>, view: &whittle_image::ConfigView) {
+    if let Some(wd) = view.working_dir.as_deref().filter(|w| !w.is_empty()) {
+        sel.keep_spelled(
+            wd,
+            Reason::Config {
+                field: "WorkingDir",
+            },
+        );
+    }
+    for v in view.volumes.iter().flat_map(|m| m.keys()) {
+        sel.keep_spelled(v, Reason::Config { field: "Volumes" });
+    }
+    for f in ["/etc/passwd", "/etc/group"] {
+        sel.keep_spelled(f, Reason::Config { field: "User" });
+    }
+    sel.keep_spelled("/tmp", Reason::Config { field: "tmp" });
+}
+
+fn node_name(k: &NodeKind) -> &'static str {
+    match k {
+        NodeKind::File { .. } => "file",
+        NodeKind::Dir { .. } => "dir",
+        NodeKind::Symlink(_) => "symlink",
+        NodeKind::Char { .. } => "char",
+        NodeKind::Block { .. } => "block",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Whiteout => "whiteout",
+    }
+}
+
+fn kept_list(sel: &Selection<'_>, parts: &[(Role, whittle_fstree::FsTree)]) -> Vec<KeptPath> {
+    sel.kept()
+        .iter()
+        .filter_map(|(k, reasons)| {
+            let n = sel.tree().get(k)?;
+            let layer = match parts.first() {
+                Some((Role::Base, base)) if base.get(k).is_some() => 1,
+                Some((Role::All, _)) => 1,
+                _ => 2,
+            };
+            Some(KeptPath {
+                path: display_path(k),
+                node: node_name(&n.kind),
+                size: n.size(),
+                layer,
+                reasons: reasons.iter().cloned().collect(),
+            })
+        })
+        .collect()
+}
+
+/// Every regular file of the fat image that the slim image does not keep, by class: the junk
+/// classes `inspect` reports, `excluded` for `--exclude`, and `unused` for the rest.
+/// With `treemap`, also lists every regular file with its fate.
+fn dropped_classes(sel: &Selection<'_>, treemap: bool) -> (Dropped, Vec<html::TreemapFile>) {
+    let tree = sel.tree();
+    let rules = Rules::new(tree, true, &[]).unwrap_or_else(|_| unreachable!("no globs"));
+    let mut by: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    let excluded: &BTreeSet<Vec<u8>> = sel.excluded();
+    let mut files = Vec::new();
+    for (k, n) in tree.iter() {
+        if k.is_empty() || n.is_dir() || n.kind == NodeKind::Whiteout {
+            continue;
+        }
+        let kept = sel.is_kept(k);
+        let class = if kept {
+            "kept"
+        } else if excluded.contains(k) || sel.is_excluded(k) {
+            "excluded"
+        } else {
+            rules.junk_class(k, n).map_or("unused", |c| c.name())
+        };
+        if treemap && matches!(n.kind, NodeKind::File { .. }) {
+            files.push(html::TreemapFile {
+                path: display_path(k),
+                size: n.size(),
+                kept,
+                class: class.to_string(),
+            });
+        }
+        if kept {
+            continue;
+        }
+        let e = by.entry(class).or_default();
+        e.0 += 1;
+        e.1 += n.size();
+    }
+    let mut classes: Vec<DroppedClass> = by
+        .into_iter()
+        .map(|(class, (files, bytes))| DroppedClass {
+            class,
+            files,
+            bytes,
+        })
+        .collect();
+    classes.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.class.cmp(b.class)));
+    let dropped = Dropped {
+        files: classes.iter().map(|c| c.files).sum(),
+        bytes: classes.iter().map(|c| c.bytes).sum(),
+        classes,
+    };
+    (dropped, files)
+}
+
+/// The HTML page's input: every regular file of the fat image, kept or with its drop class.
+pub fn html_page(report: &BuildReport, sel_files: Vec<html::TreemapFile>) -> html::Page {
+    let mut summary = vec![
+        ("source".to_string(), report.source.clone()),
+        ("destination".to_string(), report.destination.clone()),
+        (
+            "size".to_string(),
+            format!(
+                "{} → {} ({:.1}x smaller)",
+                report::human_bytes(report.size.before),
+                report::human_bytes(report.size.after),
+                report.size.ratio
+            ),
+        ),
+        (
+            "kept".to_string(),
+            format!(
+                "{} paths, {} of file content",
+                report.kept.len(),
+                report::human_bytes(report.size.after_content)
+            ),
+        ),
+        (
+            "dropped".to_string(),
+            format!(
+                "{} files, {}",
+                report.dropped.files,
+                report::human_bytes(report.dropped.bytes)
+            ),
+        ),
+    ];
+    for l in &report.layers {
+        summary.push((
+            format!("layer {}", l.role),
+            format!("{} in {} entries", report::human_bytes(l.size), l.entries),
+        ));
+    }
+    let mut notes = vec![format!(
+        "verification: {}",
+        match report.verification.status {
+            Status::Passed => "passed",
+            Status::Failed => "FAILED",
+            Status::Skipped => "skipped",
+        }
+    )];
+    for r in &report.verification.rounds {
+        for d in &r.differences {
+            notes.push(format!(
+                "round {}: {} {} differs: fat {} / slim {}",
+                r.round, d.probe, d.field, d.fat, d.slim
+            ));
+        }
+        for a in &r.added {
+            notes.push(format!("round {}: auto-included {a}", r.round));
+        }
+    }
+    html::Page {
+        title: format!("whittle build: {}", report.source),
+        summary,
+        files: sel_files,
+        notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slim_names() {
+        assert_eq!(slim_name("nginx:1.25"), "nginx:1.25-slim");
+        assert_eq!(slim_name("nginx"), "nginx:latest-slim");
+        assert_eq!(slim_name("reg:5000/app"), "reg:5000/app:latest-slim");
+        assert_eq!(slim_name("reg:5000/app:v1"), "reg:5000/app:v1-slim");
+    }
+}

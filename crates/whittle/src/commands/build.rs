@@ -1,0 +1,195 @@
+//! `whittle build SRC [DEST]`: the slim image, verified.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use whittle_build::{build, BuildOptions, Error as BuildError, Progress};
+use whittle_image::{ImageRef, Transport};
+
+use crate::commands::trace::RunArgs;
+use crate::output::{no_color, print_json};
+
+/// `whittle build SRC [DEST] [probes] [options]`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The fat image (docker-archive:, oci:, oci-archive:, docker-daemon: or a path).
+    src: String,
+    /// Where the slim image goes. Optional for a docker-daemon: source (then NAME:TAG-slim).
+    dest: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Keep PATH (a directory with its subtree) and everything its programs need (repeatable).
+    #[arg(long = "include", value_name = "PATH")]
+    includes: Vec<String>,
+    /// Keep the program NAME (found through the image's PATH) with its closure (repeatable).
+    #[arg(long = "include-exe", value_name = "NAME")]
+    include_exes: Vec<String>,
+    /// Never keep paths matching GLOB (on /absolute/paths; a directory takes its subtree).
+    /// Wins over every other reason, auto-include included.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Run as and set the config's User to UID[:GID] (or NAME[:GROUP]).
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// 2: base layer (what the source's lowest layer provided) + app layer; 1: one layer.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    layers: u8,
+    /// Do not run the slim image to check it.
+    #[arg(long)]
+    no_verify: bool,
+    /// On a verification difference, do not add what the slim run looked for and retry.
+    #[arg(long)]
+    no_auto_include: bool,
+    /// Write the JSON report (schema whittle.build/v1) to FILE, also when verification fails.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write a self-contained HTML page with a treemap of kept and dropped bytes to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Name (NAME:TAG) or OCI tag of the slim image.
+    #[arg(long)]
+    tag: Option<String>,
+}
+
+/// The destination: as given, or for a daemon source, the source's name tagged `-slim`.
+fn destination(src: &ImageRef, dest: Option<&str>) -> Result<ImageRef> {
+    match dest {
+        Some(d) if d != "docker-daemon:" => Ok(ImageRef::parse(d)?),
+        _ => match (&src.transport, &src.name) {
+            (Transport::DockerDaemon, Some(name)) => Ok(ImageRef::parse(&format!(
+                "docker-daemon:{}",
+                whittle_build::slim_name(name)
+            ))?),
+            _ => anyhow::bail!(
+                "DEST is required unless SRC is a docker-daemon: image (then it is NAME:TAG-slim)"
+            ),
+        },
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it, so a failure never leaves a
+/// half-written report under the name.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".whittle-report-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("{}: cannot write here", path.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn stage_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let template = if no_color() {
+        "{msg} {bytes} {elapsed}"
+    } else {
+        "{spinner:.cyan} {msg} {bytes} {elapsed}"
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub fn run(a: Args) -> Result<ExitCode> {
+    let src = ImageRef::parse(&a.src)?;
+    let dest = destination(&src, a.dest.as_deref())?;
+    // Report files are checked before any work, like the destination.
+    for p in a.report.iter().chain(&a.html) {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        tempfile::Builder::new()
+            .prefix(".whittle-probe-")
+            .tempfile_in(&dir)
+            .with_context(|| format!("{}: cannot write here", p.display()))?;
+    }
+    let opts = BuildOptions {
+        run: a.run.options()?,
+        includes: a.includes,
+        include_exes: a.include_exes,
+        excludes: a.excludes,
+        user: a.user,
+        layers: a.layers,
+        verify: !a.no_verify,
+        auto_include: !a.no_auto_include,
+        tag: a.tag,
+        compression: None,
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        treemap: a.html.is_some(),
+    };
+    whittle_sandbox::install_interrupt_handler();
+    let bar = stage_bar();
+    let stage = |s: &str| {
+        bar.set_message(s.to_string());
+        bar.set_position(0);
+    };
+    let tick = |n: u64| bar.inc(n);
+    let progress = Progress {
+        stage: &stage,
+        bytes: Some(&tick),
+    };
+    let built = build(&src, &dest, &opts, &progress);
+    bar.finish_and_clear();
+    let built = match built {
+        Ok(b) => b,
+        Err(BuildError::Interrupted) => {
+            eprintln!("whittle: interrupted; nothing was written");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let report = &built.report;
+    if let Some(path) = &a.report {
+        write_atomic(path, &serde_json::to_vec_pretty(report)?)?;
+    }
+    if let Some(path) = &a.html {
+        let page = whittle_build::html_page(report, built.treemap);
+        write_atomic(path, whittle_build::html::render(&page).as_bytes())?;
+    }
+    if a.json {
+        print_json(report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    if !report.written {
+        let what = report
+            .verification
+            .rounds
+            .last()
+            .and_then(|r| r.differences.first())
+            .map(|d| format!("{} {}: fat {} / slim {}", d.probe, d.field, d.fat, d.slim))
+            .unwrap_or_default();
+        let missing = report
+            .verification
+            .rounds
+            .last()
+            .map(|r| r.missing.join(", "))
+            .filter(|m| !m.is_empty())
+            .map(|m| format!("; the slim run looked for {m}"))
+            .unwrap_or_default();
+        eprintln!(
+            "whittle: error: verification failed, {dest} not written: {what}{}",
+            crate::output::one_line(&missing)
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
