@@ -279,12 +279,15 @@ pub fn build(
             let mut added = Vec::new();
             if !passed && opts.auto_include && round <= AUTO_INCLUDE_ROUNDS {
                 for m in &missing {
-                    let key = m.trim_start_matches('/').as_bytes();
-                    if sel.is_excluded(key) || sel.is_kept(key) {
+                    // Judge the path the image has, however the app spelled it.
+                    let Some(key) = sel.canonical(m) else {
+                        continue;
+                    };
+                    if sel.is_excluded(&key) || sel.is_kept(&key) {
                         continue;
                     }
                     if sel.keep_spelled(m, Reason::AutoInclude { round }) {
-                        added.push(m.clone());
+                        added.push(display_path(&key));
                     }
                 }
                 // What the added paths need, too (a library's own dependencies).

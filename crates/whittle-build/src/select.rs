@@ -140,6 +140,21 @@ impl<'a> Selection<'a> {
         self.keep(&key_of(&path), reason)
     }
 
+    /// The tree key `abs` names once symlinks in its parents are resolved (not the last
+    /// component's), if the image has it.
+    pub fn canonical(&self, abs: &str) -> Option<Vec<u8>> {
+        let key = key_of(abs);
+        if self.tree.get(&key).is_some() {
+            return Some(key);
+        }
+        let fs = ImageRootFs {
+            tree: self.tree,
+            store: self.store,
+        };
+        let r = Resolver::new(&fs).resolve(abs, "/", false).ok()?;
+        Some(key_of(&r.path))
+    }
+
     pub fn is_kept(&self, key: &[u8]) -> bool {
         self.kept.contains_key(key)
     }
