@@ -86,8 +86,6 @@ pub struct BuildOptions {
     pub auto_include: bool,
     pub tag: Option<String>,
     pub compression: Option<Compression>,
-    /// How the build was asked for, for the history entry (`whittle build …`).
-    pub command_line: String,
     /// Also return every regular file of the source with its fate, for the HTML treemap.
     pub treemap: bool,
 }
@@ -105,7 +103,6 @@ impl Default for BuildOptions {
             auto_include: true,
             tag: None,
             compression: None,
-            command_line: "whittle build".into(),
             treemap: false,
         }
     }
@@ -344,7 +341,7 @@ pub fn build(
         &image.config_digest.to_string(),
         opts.user.as_deref(),
         &roles,
-        &opts.command_line,
+        &created_by(opts),
     );
     // An archive without a name gets the source's, tagged `-slim`, so `docker load` gives
     // it a name next to the fat image instead of leaving it untagged.
@@ -449,6 +446,34 @@ pub fn build(
         notes,
     };
     Ok(Built { report, treemap })
+}
+
+/// The history entry's `created_by`: the flags that decide the content, never the paths of
+/// the source or destination (the same build into another file must give the same digest).
+fn created_by(opts: &BuildOptions) -> String {
+    use whittle_sandbox::Probe;
+    let mut s = String::from("whittle build");
+    for p in &opts.run.probes {
+        match p {
+            Probe::Http { port, path } => s.push_str(&format!(" --http-probe {port}{path}")),
+            Probe::Exec(c) => s.push_str(&format!(" --exec-probe {c:?}")),
+            Probe::Host(c) => s.push_str(&format!(" --host-probe {c:?}")),
+        }
+    }
+    for (flag, values) in [
+        ("--include", &opts.includes),
+        ("--include-exe", &opts.include_exes),
+        ("--exclude", &opts.excludes),
+    ] {
+        for v in values {
+            s.push_str(&format!(" {flag} {v:?}"));
+        }
+    }
+    if let Some(u) = &opts.user {
+        s.push_str(&format!(" --user {u}"));
+    }
+    s.push_str(&format!(" --layers {}", opts.layers));
+    s
 }
 
 /// `NAME:TAG` → `NAME:TAG-slim` (`NAME` → `NAME:latest-slim`); a registry port is not a tag.

@@ -132,7 +132,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
         auto_include: !a.no_auto_include,
         tag: a.tag,
         compression: None,
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
         treemap: a.html.is_some(),
     };
     whittle_sandbox::install_interrupt_handler();
