@@ -245,6 +245,7 @@ pub fn build(
     // 4. verify
     let t = Instant::now();
     let mut rounds: Vec<Round> = Vec::new();
+    let mut unstable: Option<Vec<(String, &'static str)>> = None;
     let mut slim_run = None;
     let status = if !opts.verify {
         Status::Skipped
@@ -266,7 +267,30 @@ pub fn build(
             if run.outcome == Outcome::Interrupted {
                 return Err(Error::Interrupted);
             }
-            let differences = verify::compare(&fat_run, &run);
+            let mut differences = verify::compare(&fat_run, &run);
+            if !differences.is_empty() && unstable.is_none() {
+                // Before blaming the slim image: does the fat image give the same answers
+                // twice? A page with a timestamp or a random token never will, and then only
+                // the fields that stayed the same can be compared.
+                (progress.stage)("running the fat image again (answers differed)");
+                let again = whittle_sandbox::run(&fat, &opts.run)?;
+                if again.outcome == Outcome::Interrupted {
+                    return Err(Error::Interrupted);
+                }
+                let u: Vec<(String, &'static str)> = verify::compare(&fat_run, &again)
+                    .into_iter()
+                    .map(|d| (d.probe, d.field))
+                    .collect();
+                for (probe, field) in &u {
+                    notes.push(format!(
+                        "{probe} {field} differs between two runs of the fat image: not compared"
+                    ));
+                }
+                unstable = Some(u);
+            }
+            if let Some(u) = &unstable {
+                differences.retain(|d| !u.iter().any(|(p, f)| *p == d.probe && *f == d.field));
+            }
             let passed = differences.is_empty();
             let missing = if passed {
                 Vec::new()
@@ -285,6 +309,30 @@ pub fn build(
                     }
                     if sel.keep_spelled(m, Reason::AutoInclude { round }) {
                         added.push(display_path(&key));
+                    }
+                }
+                if added.is_empty() {
+                    // Nothing was looked for in vain, yet the answers differ: what else the
+                    // slim run saw differently is a directory listing with fewer entries
+                    // (`ls`, a glob, a plugin directory scanned). Give those directories
+                    // their entries back.
+                    for dir in listed_dirs(&run) {
+                        let Some(key) = sel.canonical(&dir) else {
+                            continue;
+                        };
+                        let children: Vec<Vec<u8>> = tree
+                            .children(&key)
+                            .into_iter()
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        for c in children {
+                            if sel.is_excluded(&c) || sel.is_kept(&c) {
+                                continue;
+                            }
+                            if sel.keep(&c, Reason::AutoInclude { round }) {
+                                added.push(display_path(&c));
+                            }
+                        }
                     }
                 }
                 // What the added paths need, too (a library's own dependencies).
@@ -484,6 +532,16 @@ pub fn slim_name(name: &str) -> String {
     } else {
         format!("{name}:latest-slim")
     }
+}
+
+/// Directories of the image a run listed.
+fn listed_dirs(run: &whittle_sandbox::Report) -> Vec<String> {
+    run.files
+        .iter()
+        .filter(|f| f.ok && f.in_image && f.node == Some("dir"))
+        .filter(|f| f.kinds.contains(&whittle_sandbox::Kind::List))
+        .map(|f| f.path.clone())
+        .collect()
 }
 
 fn ms(t: Instant) -> u64 {

@@ -491,8 +491,31 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
         let ready_deadline = (app_started + opts.ready_timeout).min(deadline);
         let init_pid = sb.init_pid.expect("started");
         let mut next_id = 1;
+        // Probes that are not HTTP requests do not wait for a port by themselves: without
+        // this, `--exec-probe` alone would run while the server is still reading its
+        // configuration, and what the app touches would depend on the race. A server is
+        // ready when one of its exposed ports listens (an image may expose a port its
+        // default configuration does not open).
+        let http_probed = probes.iter().any(|p| matches!(p, Probe::Http { .. }));
+        if !http_probed && !spec.exposed_tcp.is_empty() {
+            let ports = spec.exposed_tcp.clone();
+            let ready = sb.wait_for(ready_deadline, |s| {
+                s.app_exit.is_some() || ports.iter().any(|&p| probes::listening(init_pid, p))
+            });
+            if !ready && sb.app_exit.is_none() {
+                if crate::signals::interrupted().is_some() || Instant::now() >= deadline {
+                    interrupted_or_timeout(&mut outcome);
+                } else {
+                    outcome = Outcome::NotReady;
+                    error = Some(format!(
+                        "none of the exposed ports {ports:?} started listening within {} s",
+                        opts.ready_timeout.as_secs_f64()
+                    ));
+                }
+            }
+        }
         for p in &probes {
-            if sb.app_exit.is_some() {
+            if sb.app_exit.is_some() || outcome != Outcome::Ok {
                 break;
             }
             let t = Instant::now();
