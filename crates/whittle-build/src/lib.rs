@@ -162,8 +162,18 @@ pub fn build(
         value: config_value.clone(),
     }
     .view();
-    let flat = flatten(&image, FlattenOptions::default(), progress.bytes)?;
-    let before = image.layers.iter().map(|l| l.stored_size()).sum::<u64>();
+    // The uncompressed size of the source is known only once its layers are read: count the
+    // bytes flatten reports (each layer's tar stream, end to end).
+    let read_bytes = std::sync::atomic::AtomicU64::new(0);
+    let forward = progress.bytes;
+    let count = |n: u64| {
+        read_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = forward {
+            p(n);
+        }
+    };
+    let flat = flatten(&image, FlattenOptions::default(), Some(&count))?;
+    let before = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
     check_interrupt()?;
     (progress.stage)("extracting the image for the sandbox");
     let fat = PreparedImage::from_flattened(src.to_string(), view.clone(), flat)?;
@@ -185,8 +195,21 @@ pub fn build(
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
-                message: fat_run.error.clone().unwrap_or_default(),
-            })
+                message: {
+                    let mut m = fat_run.error.clone().unwrap_or_default();
+                    // The app's own last words say why (a port it may not bind, a missing file).
+                    if let Some(last) = fat_run
+                        .app
+                        .stderr_tail
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                    {
+                        m.push_str(&format!("; its stderr ends: {}", last.trim()));
+                    }
+                    m
+                },
+            });
         }
     }
 
@@ -455,12 +478,20 @@ pub fn build(
         }
     }
     timings.insert("write", ms(t));
-    timings.insert("total", ms(t_total));
 
     let kept = kept_list(&sel, &parts);
     let (dropped, treemap) = dropped_classes(&sel, opts.treemap);
     let after: u64 = layer_reports.iter().map(|l| l.size).sum();
     let after_content: u64 = slim_tree.iter().map(|(_, n)| n.size()).sum();
+    let before_content: u64 = tree.iter().map(|(_, n)| n.size()).sum();
+    let before_files = tree.len().saturating_sub(1) as u64;
+    // Deleting the fat image's extraction is part of the build's time (on a busy disk, a
+    // large part): measure it rather than leave it to a drop after the report is made.
+    let t = Instant::now();
+    drop(sel);
+    drop(fat);
+    timings.insert("cleanup", ms(t));
+    timings.insert("total", ms(t_total));
     let report = BuildReport {
         schema: SCHEMA,
         source: src.to_string(),
@@ -478,9 +509,9 @@ pub fn build(
             } else {
                 before as f64 / after as f64
             },
-            before_content: tree.iter().map(|(_, n)| n.size()).sum(),
+            before_content,
             after_content,
-            before_files: tree.len().saturating_sub(1) as u64,
+            before_files,
             after_files: slim_tree.len().saturating_sub(1) as u64,
         },
         kept,
