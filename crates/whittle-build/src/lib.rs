@@ -176,7 +176,8 @@ pub fn build(
     let before = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
     check_interrupt()?;
     (progress.stage)("extracting the image for the sandbox");
-    let fat = PreparedImage::from_flattened(src.to_string(), view.clone(), flat)?;
+    let fat = PreparedImage::from_flattened(src.to_string(), view.clone(), flat)
+        .map_err(|e| interrupted_or(e.into()))?;
     timings.insert("open", ms(t));
     check_interrupt()?;
 
@@ -284,7 +285,8 @@ pub fn build(
                 store: store.clone(),
             };
             let slim =
-                PreparedImage::from_flattened(format!("{dest} (slim)"), view.clone(), slim_flat)?;
+                PreparedImage::from_flattened(format!("{dest} (slim)"), view.clone(), slim_flat)
+                    .map_err(|e| interrupted_or(e.into()))?;
             let run = whittle_sandbox::run(&slim, &opts.run)?;
             drop(slim);
             if run.outcome == Outcome::Interrupted {
@@ -577,6 +579,14 @@ fn listed_dirs(run: &whittle_sandbox::Report) -> Vec<String> {
 
 fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
+}
+
+/// An error that happened because of Ctrl-C is the interrupt.
+fn interrupted_or(e: Error) -> Error {
+    match whittle_sandbox::interrupted() {
+        Some(_) => Error::Interrupted,
+        None => e,
+    }
 }
 
 fn check_interrupt() -> Result<(), Error> {

@@ -29,6 +29,9 @@ pub struct ExtractOptions {
     /// Create device nodes (needs `CAP_MKNOD`; default: when root). Without it, devices are
     /// skipped and listed in [`ExtractSummary::skipped`].
     pub devices: bool,
+    /// Polled between entries: when it answers true, extraction stops with an
+    /// `Interrupted` I/O error (a large image takes seconds; Ctrl-C should not wait for it).
+    pub cancelled: Option<fn() -> bool>,
 }
 
 impl Default for ExtractOptions {
@@ -39,6 +42,7 @@ impl Default for ExtractOptions {
             same_owner: root,
             xattrs: root,
             devices: root,
+            cancelled: None,
         }
     }
 }
@@ -80,10 +84,16 @@ pub fn extract(
         first_link: HashMap::new(),
         dirs: Vec::new(),
     };
-    for (path, node) in tree.iter() {
+    for (i, (path, node)) in tree.iter().enumerate() {
         if path.is_empty() {
             x.dirs.push((Vec::new(), node.meta.clone()));
             continue;
+        }
+        if i % 64 == 0 && opts.cancelled.is_some_and(|c| c()) {
+            return Err(Error::io(
+                dest,
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
+            ));
         }
         x.write(path, node)?;
     }
@@ -517,6 +527,7 @@ mod tests {
                 same_owner: false,
                 xattrs: false,
                 devices: false,
+                cancelled: None,
             },
         )
         .unwrap();
@@ -565,6 +576,7 @@ mod tests {
                 same_owner: false,
                 xattrs: false,
                 devices: false,
+                cancelled: None,
             },
         )
         .unwrap_err();

@@ -41,7 +41,11 @@ impl PreparedImage {
         let dir = temp_dir("rootfs")?;
         let lower = dir.path().join("lower");
         std::fs::create_dir(&lower).map_err(|e| Error::io(&lower, e))?;
-        extract(&flat.tree, &flat.store, &lower, &ExtractOptions::default())?;
+        let opts = ExtractOptions {
+            cancelled: Some(|| crate::signals::interrupted().is_some()),
+            ..ExtractOptions::default()
+        };
+        extract(&flat.tree, &flat.store, &lower, &opts)?;
         Ok(PreparedImage {
             name,
             config,
