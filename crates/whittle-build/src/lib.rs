@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use whittle_deps::image::{config_of, ImageRootFs};
 use whittle_deps::{Request, Resolver};
-use whittle_fstree::{display_path, flatten, FlattenOptions, Flattened, NodeKind};
+use whittle_fstree::{display_path, FlattenOptions, Flattened, NodeKind};
 use whittle_image::compression::Compression;
 use whittle_image::write::{Destination, LayerOut, NewImage};
 use whittle_image::{ImageRef, Transport};
@@ -162,18 +162,15 @@ pub fn build(
         value: config_value.clone(),
     }
     .view();
-    // The uncompressed size of the source is known only once its layers are read: count the
-    // bytes flatten reports (each layer's tar stream, end to end).
-    let read_bytes = std::sync::atomic::AtomicU64::new(0);
-    let forward = progress.bytes;
-    let count = |n: u64| {
-        read_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        if let Some(p) = forward {
-            p(n);
-        }
-    };
-    let flat = flatten(&image, FlattenOptions::default(), Some(&count))?;
-    let before = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    // The uncompressed size of each source layer is known only once it has been read.
+    let mut before_layers: Vec<u64> = Vec::new();
+    let flat = whittle_fstree::flatten_with(
+        &image,
+        FlattenOptions::default(),
+        progress.bytes,
+        |_, entries, _| before_layers.push(entries.tar_size),
+    )?;
+    let before: u64 = before_layers.iter().sum();
     check_interrupt()?;
     (progress.stage)("extracting the image for the sandbox");
     let fat = PreparedImage::from_flattened(src.to_string(), view.clone(), flat)
@@ -250,17 +247,18 @@ pub fn build(
         }
     }
     for exe in &opts.include_exes {
+        let Some(path) = sel.which(exe, dcfg.path_var()) else {
+            return Err(Error::Usage(format!(
+                "--include-exe {exe}: no executable of that name in the PATH of {src} ({})",
+                dcfg.path_var()
+            )));
+        };
         let req = Request {
             config: dcfg.clone(),
-            paths: vec![exe.clone()],
+            paths: vec![path],
         };
         let arg = exe.clone();
-        let missing = sel.add_closure(&req, |_| Reason::Include { arg: arg.clone() });
-        if missing.iter().any(|m| m.starts_with(&format!("{exe} "))) {
-            return Err(Error::Usage(format!(
-                "--include-exe {exe}: not found through PATH in {src}"
-            )));
-        }
+        sel.add_closure(&req, |_| Reason::Include { arg: arg.clone() });
     }
     sel.complete();
     timings.insert("select", ms(t));
@@ -505,6 +503,7 @@ pub fn build(
         layers: layer_reports,
         size: Sizes {
             before,
+            before_layers,
             after,
             ratio: if after == 0 {
                 0.0

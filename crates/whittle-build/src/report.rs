@@ -50,6 +50,8 @@ pub struct LayerReport {
 pub struct Sizes {
     /// Uncompressed layer tar bytes of the source.
     pub before: u64,
+    /// The same, per source layer (bottom first).
+    pub before_layers: Vec<u64>,
     /// Uncompressed layer tar bytes of the slim image (computed even when not written).
     pub after: u64,
     /// before / after.
@@ -180,6 +182,19 @@ impl BuildReport {
             if self.written { "" } else { "   (NOT written)" }
         );
         let _ = writeln!(s);
+        let source: Vec<String> = self
+            .size
+            .before_layers
+            .iter()
+            .map(|b| human_bytes(*b))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  source   {} in {} layer(s): {}",
+            human_bytes(self.size.before),
+            source.len(),
+            source.join(" + ")
+        );
         let _ = writeln!(
             s,
             "  {:<8} {:>12} {:>10}  digest",

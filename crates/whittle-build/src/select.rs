@@ -155,6 +155,29 @@ impl<'a> Selection<'a> {
         Some(key_of(&r.path))
     }
 
+    /// The program `name` as the shell would find it: `name` itself when it has a slash, else
+    /// the first executable regular file `DIR/name` for DIR in `path` (symlinks followed).
+    pub fn which(&self, name: &str, path: &str) -> Option<String> {
+        let fs = ImageRootFs {
+            tree: self.tree,
+            store: self.store,
+        };
+        let resolver = Resolver::new(&fs);
+        let candidates: Vec<String> = if name.contains('/') {
+            vec![name.to_string()]
+        } else {
+            path.split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(|d| format!("{}/{name}", d.trim_end_matches('/')))
+                .collect()
+        };
+        candidates.into_iter().find(|c| {
+            resolver
+                .resolve(c, "/", true)
+                .is_ok_and(|r| r.node.is_file() && r.node.mode() & 0o111 != 0)
+        })
+    }
+
     pub fn is_kept(&self, key: &[u8]) -> bool {
         self.kept.contains_key(key)
     }

@@ -38,7 +38,8 @@ impl PreparedImage {
         flat: Flattened,
     ) -> Result<PreparedImage> {
         let t = Instant::now();
-        let dir = temp_dir("rootfs")?;
+        let content: u64 = flat.tree.iter().map(|(_, n)| n.size()).sum();
+        let dir = scratch_dir("rootfs", content)?;
         let lower = dir.path().join("lower");
         std::fs::create_dir(&lower).map_err(|e| Error::io(&lower, e))?;
         let opts = ExtractOptions {
@@ -67,6 +68,55 @@ pub fn temp_dir(kind: &str) -> Result<tempfile::TempDir> {
         .prefix(&format!("{TEMP_PREFIX}{kind}-"))
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))
+}
+
+/// Where an extraction of `bytes` of file content goes. `WHITTLE_SCRATCH` decides when set.
+/// Otherwise, unless `TMPDIR` is set, `/dev/shm` when it is a tmpfs with room to spare (free
+/// space ≥ 2× and available memory ≥ 4× the content + 1 GiB): an extraction is written once,
+/// read by one run and deleted minutes later, and on a disk its hundreds of megabytes go
+/// through writeback twice (a build of a 360 MB image took 2.3 s from disk, 0.7 s from
+/// tmpfs, and 10 s on a disk busy with other writes). Else the temp dir.
+pub fn scratch_dir(kind: &str, bytes: u64) -> Result<tempfile::TempDir> {
+    let base = if let Some(d) = std::env::var_os("WHITTLE_SCRATCH").filter(|d| !d.is_empty()) {
+        PathBuf::from(d)
+    } else if std::env::var_os("TMPDIR").is_none() && tmpfs_has_room(Path::new("/dev/shm"), bytes) {
+        PathBuf::from("/dev/shm")
+    } else {
+        return temp_dir(kind);
+    };
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{kind}-"))
+        .tempdir_in(&base)
+        .map_err(|e| Error::io(base, e))
+}
+
+fn tmpfs_has_room(dir: &Path, bytes: u64) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a zeroed statfs buffer and a NUL-terminated path, as statfs(2) requires.
+    let st = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) != 0 {
+            return false;
+        }
+        st
+    };
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    if st.f_type as i64 != TMPFS_MAGIC {
+        return false;
+    }
+    let free = st.f_bavail as u64 * st.f_bsize as u64;
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    free >= bytes.saturating_mul(2) && available >= bytes.saturating_mul(4) + (1 << 30)
 }
 
 /// Copies `from` to `to` with everything preserved (the fallback when overlayfs is missing).
