@@ -1617,3 +1617,45 @@ fn sigint_mid_build_leaves_nothing_behind() {
     ));
     c.finish();
 }
+
+// ---------------------------------------------------------------------------------------------
+// docker-daemon: source without DEST → NAME:TAG-slim in the same engine
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn daemon_source_defaults_to_a_slim_tag() {
+    let _g = serial();
+    let mut c = Checks::new("daemon");
+    let dir = tempdir("build-daemon");
+    let fat = load_fixture("jq");
+    let slim = format!("{}-slim", fat.name);
+    let _ = run("docker", &os!["rmi", "-f", slim.as_str()]);
+    let b = build(
+        &os![format!("docker-daemon:{}", fat.name).as_str(), "--json"],
+        &dir.path().join("tmp"),
+    );
+    c.check(b.run.code == Some(0), || format!("build: {}", b.show()));
+    if let Ok(r) = serde_json::from_str::<Value>(&b.run.stdout) {
+        c.check(
+            s(&r["destination"]) == format!("docker-daemon:{slim}"),
+            || format!("destination {}", r["destination"]),
+        );
+        let inspected = run("docker", &os!["image", "inspect", slim.as_str()]);
+        c.check(inspected.code == Some(0), || {
+            format!("{slim} not in the engine")
+        });
+        if inspected.code == Some(0) {
+            let (fat_code, fat_out, _) = run_cli(&fat.name);
+            let (slim_code, slim_out, _) = run_cli(&slim);
+            c.check(fat_code == slim_code && fat_out == slim_out, || {
+                format!(
+                    "docker run: fat {fat_code:?} {fat_out:?} / slim {slim_code:?} {slim_out:?}"
+                )
+            });
+        }
+    } else {
+        c.check(false, || format!("--json stdout is not JSON: {}", b.show()));
+    }
+    let _ = run("docker", &os!["rmi", "-f", slim.as_str()]);
+    c.finish();
+}
