@@ -430,14 +430,18 @@ pub fn build(
     let mut destination_name = dest.to_string();
     if written {
         (progress.stage)("writing the slim image");
-        let stats = std::sync::Mutex::new(Vec::new());
+        // Per layer: tar statistics and uncompressed bytes, by position (the writer may
+        // compress, and its summary has the stored size).
+        let stats = std::sync::Mutex::new(vec![None; parts.len()]);
         let outs: Vec<LayerOut<'_>> = parts
             .iter()
-            .map(|(_, t)| {
+            .enumerate()
+            .map(|(i, (_, t))| {
                 let stats = &stats;
                 LayerOut::New(Box::new(move |w: &mut dyn std::io::Write| {
-                    let s = write_layer(t, store, w, LayerOptions::default())?;
-                    stats.lock().expect("not poisoned").push(s);
+                    let mut counted = Counting { inner: w, n: 0 };
+                    let s = write_layer(t, store, &mut counted, LayerOptions::default())?;
+                    stats.lock().expect("not poisoned")[i] = Some((s, counted.n));
                     Ok(())
                 }))
             })
@@ -452,12 +456,13 @@ pub fn build(
         destination_name = summary.destination.clone();
         config_digest = Some(summary.config_digest.to_string());
         for (i, l) in summary.layers.iter().enumerate() {
-            let st = stats.get(i).copied().unwrap_or_default();
+            let (st, size) = stats.get(i).copied().flatten().unwrap_or_default();
             layer_reports.push(LayerReport {
                 role: roles[i].name(),
                 entries: st.entries,
                 content_bytes: st.file_bytes,
-                size: l.size,
+                size,
+                stored_size: Some(l.size),
                 diff_id: Some(l.diff_id.to_string()),
                 digest: Some(l.digest.to_string()),
             });
@@ -465,13 +470,18 @@ pub fn build(
     } else {
         // Sizes of what would have been written, for the report.
         for (role, t) in &parts {
-            let mut counter = CountingSink(0);
-            let st = write_layer(t, store, &mut counter, LayerOptions::default())?;
+            let mut sink = std::io::sink();
+            let mut counted = Counting {
+                inner: &mut sink,
+                n: 0,
+            };
+            let st = write_layer(t, store, &mut counted, LayerOptions::default())?;
             layer_reports.push(LayerReport {
                 role: role.name(),
                 entries: st.entries,
                 content_bytes: st.file_bytes,
-                size: counter.0,
+                size: counted.n,
+                stored_size: None,
                 diff_id: None,
                 digest: None,
             });
@@ -595,16 +605,20 @@ fn check_interrupt() -> Result<(), Error> {
     }
 }
 
-/// A sink that only counts, for layer sizes of a build that is not written.
-struct CountingSink(u64);
+/// Counts the uncompressed bytes of a layer tar on their way to the writer.
+struct Counting<'a> {
+    inner: &'a mut dyn std::io::Write,
+    n: u64,
+}
 
-impl std::io::Write for CountingSink {
+impl std::io::Write for Counting<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0 += b.len() as u64;
-        Ok(b.len())
+        let n = self.inner.write(b)?;
+        self.n += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
 }
 

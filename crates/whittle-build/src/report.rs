@@ -42,6 +42,8 @@ pub struct LayerReport {
     pub content_bytes: u64,
     /// Uncompressed tar bytes.
     pub size: u64,
+    /// Bytes of the blob as written (differs from `size` with `--compress`).
+    pub stored_size: Option<u64>,
     pub diff_id: Option<String>,
     pub digest: Option<String>,
 }

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use whittle_build::{build, BuildOptions, Error as BuildError, Progress};
 use whittle_image::{ImageRef, Transport};
 
+use crate::commands::squash::CompressArg;
 use crate::commands::trace::RunArgs;
 use crate::output::{no_color, print_json};
 
@@ -55,6 +56,9 @@ pub struct Args {
     /// Name (NAME:TAG) or OCI tag of the slim image.
     #[arg(long)]
     tag: Option<String>,
+    /// Compression of the slim layers.
+    #[arg(long, value_enum, default_value = "none")]
+    compress: CompressArg,
 }
 
 /// The destination: as given, or for a daemon source, the source's name tagged `-slim`.
@@ -137,7 +141,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         verify: !a.no_verify,
         auto_include: !a.no_auto_include,
         tag: a.tag,
-        compression: None,
+        compression: Some(a.compress.into()),
         treemap: a.html.is_some(),
     };
     whittle_sandbox::install_interrupt_handler();

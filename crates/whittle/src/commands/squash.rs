@@ -35,11 +35,22 @@ pub struct Args {
     json: bool,
 }
 
+/// `--compress`, shared by the commands that write layers.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum CompressArg {
+pub enum CompressArg {
     None,
     Gzip,
     Zstd,
+}
+
+impl From<CompressArg> for Compression {
+    fn from(c: CompressArg) -> Compression {
+        match c {
+            CompressArg::None => Compression::None,
+            CompressArg::Gzip => Compression::Gzip,
+            CompressArg::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 #[allow(clippy::print_stdout)]
@@ -49,11 +60,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         tag: a.tag,
         drop_globs: a.drops,
         drop_junk: a.drop_junk,
-        compression: Some(match a.compress {
-            CompressArg::None => Compression::None,
-            CompressArg::Gzip => Compression::Gzip,
-            CompressArg::Zstd => Compression::Zstd,
-        }),
+        compression: Some(a.compress.into()),
     };
     let bar = byte_progress("reading layers");
     let tick = |n: u64| bar.inc(n);
