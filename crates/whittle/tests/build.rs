@@ -1659,3 +1659,63 @@ fn daemon_source_defaults_to_a_slim_tag() {
     let _ = run("docker", &os!["rmi", "-f", slim.as_str()]);
     c.finish();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Probes whose answers vary, and a directory listing as the only difference
+// ---------------------------------------------------------------------------------------------
+
+/// An exec probe printing a random UUID differs between any two runs: whittle must notice that
+/// the fat image itself answers differently (not blame the slim one) and say so. An exec probe
+/// listing /usr/share/doc differs only by the listing (nothing is looked up in vain): the
+/// listed directory gets its entries back, and the build passes.
+#[test]
+fn unstable_answers_and_listings_are_handled() {
+    let _g = serial();
+    let mut c = Checks::new("unstable");
+    let dir = tempdir("build-unstable");
+    let src = da(&fixture("nginx.tar"));
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let slim = out.join("slim.tar");
+    let b = build(
+        &os![
+            src,
+            da(&slim),
+            "--exec-probe",
+            "cat /proc/sys/kernel/random/uuid",
+            "--exec-probe",
+            "ls /usr/share/doc",
+            "--json"
+        ],
+        &dir.path().join("tmp"),
+    );
+    c.eq(b.run.code, Some(0), &format!("exit code; {}", b.show()));
+    let Ok(r) = serde_json::from_str::<Value>(&b.run.stdout) else {
+        c.check(false, || format!("--json stdout is not JSON: {}", b.show()));
+        c.finish();
+        return;
+    };
+    c.check(s(&r["verification"]["status"]) == "passed", || {
+        format!("verification {}", r["verification"])
+    });
+    let notes: Vec<&str> = arr(&r["notes"]).iter().map(s).collect();
+    c.check(
+        notes.iter().any(|n| {
+            n.contains("cat /proc/sys/kernel/random/uuid")
+                && n.contains("two runs of the fat image")
+        }),
+        || format!("no note about the unstable probe: {notes:?}"),
+    );
+    let rounds = arr(&r["verification"]["rounds"]);
+    c.check(rounds.len() >= 2, || format!("rounds {rounds:?}"));
+    let added: Vec<&str> = rounds
+        .iter()
+        .flat_map(|x| arr(&x["added"]).iter().map(s))
+        .collect();
+    c.check(
+        added.iter().any(|p| p.starts_with("/usr/share/doc/")),
+        || format!("listing entries not added: {added:?}"),
+    );
+    c.check(slim.exists(), || "DEST not written".into());
+    c.finish();
+}
