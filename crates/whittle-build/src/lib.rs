@@ -189,10 +189,7 @@ pub fn build(
         o => {
             return Err(Error::FatRun {
                 image: src.to_string(),
-                outcome: serde_json::to_value(o)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                outcome: outcome_name(o),
                 message: {
                     let mut m = fat_run.error.clone().unwrap_or_default();
                     // The app's own last words say why (a port it may not bind, a missing file).
@@ -209,6 +206,21 @@ pub fn build(
                 },
             });
         }
+    }
+
+    // A probe the fat image did not answer verifies nothing: the slim image failing the same
+    // way would "pass".
+    if let Some(p) = fat_run.probes.iter().find(|p| !p.ok) {
+        return Err(Error::FatRun {
+            image: src.to_string(),
+            outcome: "probe failed".into(),
+            message: format!(
+                "{} {} got no answer: {}",
+                p.kind,
+                p.target,
+                p.error.as_deref().unwrap_or("no answer")
+            ),
+        });
     }
 
     // 3. select
@@ -300,10 +312,34 @@ pub fn build(
                 if again.outcome == Outcome::Interrupted {
                     return Err(Error::Interrupted);
                 }
-                let u: Vec<(String, &'static str)> = verify::compare(&fat_run, &again)
-                    .into_iter()
-                    .map(|d| (d.probe, d.field))
-                    .collect();
+                if again.outcome != Outcome::Ok {
+                    return Err(Error::FatRun {
+                        image: src.to_string(),
+                        outcome: "unstable".into(),
+                        message: format!(
+                            "a second run ended {}: {}; verification has nothing stable to \
+                             compare against (--no-verify skips it)",
+                            outcome_name(again.outcome),
+                            again.error.clone().unwrap_or_default()
+                        ),
+                    });
+                }
+                let varying = verify::compare(&fat_run, &again);
+                // Only content hashes may vary (a timestamp in a page); a status, exit code or
+                // outcome that changes from run to run leaves nothing to verify against.
+                if let Some(d) = varying.iter().find(|d| !d.field.contains("sha256")) {
+                    return Err(Error::FatRun {
+                        image: src.to_string(),
+                        outcome: "unstable".into(),
+                        message: format!(
+                            "{} {} differs between two runs ({} / {}); verification has nothing \
+                             stable to compare against (--no-verify skips it)",
+                            d.probe, d.field, d.fat, d.slim
+                        ),
+                    });
+                }
+                let u: Vec<(String, &'static str)> =
+                    varying.into_iter().map(|d| (d.probe, d.field)).collect();
                 for (probe, field) in &u {
                     notes.push(format!(
                         "{probe} {field} differs between two runs of the fat image: not compared"
@@ -446,12 +482,14 @@ pub fn build(
                 }))
             })
             .collect();
-        let summary = destination.write(NewImage {
-            config: whittle_image::ImageConfig { value: config },
-            layers: outs,
-            tag: tag.clone(),
-            compression: opts.compression.unwrap_or(Compression::None),
-        })?;
+        let summary = destination
+            .write(NewImage {
+                config: whittle_image::ImageConfig { value: config },
+                layers: outs,
+                tag: tag.clone(),
+                compression: opts.compression.unwrap_or(Compression::None),
+            })
+            .map_err(|e| interrupted_or(e.into()))?;
         let stats = stats.into_inner().expect("not poisoned");
         destination_name = summary.destination.clone();
         config_digest = Some(summary.config_digest.to_string());
@@ -586,6 +624,13 @@ fn listed_dirs(run: &whittle_sandbox::Report) -> Vec<String> {
         .collect()
 }
 
+fn outcome_name(o: Outcome) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
@@ -605,7 +650,8 @@ fn check_interrupt() -> Result<(), Error> {
     }
 }
 
-/// Counts the uncompressed bytes of a layer tar on their way to the writer.
+/// Counts the uncompressed bytes of a layer tar on their way to the writer, and stops it on
+/// Ctrl-C.
 struct Counting<'a> {
     inner: &'a mut dyn std::io::Write,
     n: u64,
@@ -613,6 +659,13 @@ struct Counting<'a> {
 
 impl std::io::Write for Counting<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        // Ctrl-C while writing: fail the layer, so the destination is never committed.
+        if whittle_sandbox::interrupted().is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted",
+            ));
+        }
         let n = self.inner.write(b)?;
         self.n += n as u64;
         Ok(n)

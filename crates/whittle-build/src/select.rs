@@ -267,19 +267,22 @@ impl<'a> Selection<'a> {
     /// `--include PATH`: the path (a directory with its whole subtree), plus the closure of
     /// every program and library in it. Returns false when the image has no such path.
     pub fn add_include(&mut self, arg: &str, config: &whittle_deps::ImageConfig) -> bool {
+        let reason = Reason::Include {
+            arg: arg.to_string(),
+        };
+        // The path as spelled (symlinks crossed on the way kept too); it may itself be a
+        // symlink whose target exists only at run time (`/dev/stdout`, a mounted secret).
+        if !self.keep_spelled(arg, reason.clone()) {
+            return false;
+        }
         let fs = ImageRootFs {
             tree: self.tree,
             store: self.store,
         };
         let resolved = match Resolver::new(&fs).resolve(arg, "/", true) {
             Ok(r) => r.path.clone(),
-            Err(_) => return false,
+            Err(_) => return true,
         };
-        let reason = Reason::Include {
-            arg: arg.to_string(),
-        };
-        let key = key_of(arg);
-        self.keep(&key, reason.clone());
         let rkey = key_of(&resolved);
         self.keep(&rkey, reason.clone());
         let mut programs = Vec::new();

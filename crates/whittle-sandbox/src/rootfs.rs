@@ -39,14 +39,28 @@ impl PreparedImage {
     ) -> Result<PreparedImage> {
         let t = Instant::now();
         let content: u64 = flat.tree.iter().map(|(_, n)| n.size()).sum();
-        let dir = scratch_dir("rootfs", content)?;
-        let lower = dir.path().join("lower");
-        std::fs::create_dir(&lower).map_err(|e| Error::io(&lower, e))?;
-        let opts = ExtractOptions {
-            cancelled: Some(|| crate::signals::interrupted().is_some()),
-            ..ExtractOptions::default()
+        let extract_in = |dir: &tempfile::TempDir| -> Result<()> {
+            let lower = dir.path().join("lower");
+            std::fs::create_dir(&lower).map_err(|e| Error::io(&lower, e))?;
+            let opts = ExtractOptions {
+                cancelled: Some(|| crate::signals::interrupted().is_some()),
+                ..ExtractOptions::default()
+            };
+            extract(&flat.tree, &flat.store, &lower, &opts)?;
+            Ok(())
         };
-        extract(&flat.tree, &flat.store, &lower, &opts)?;
+        let mut dir = scratch_dir("rootfs", content)?;
+        if let Err(e) = extract_in(&dir) {
+            // A tmpfs scratch may lack what the image needs (`user.*` xattrs before Linux
+            // 6.6): the temp dir, on a real file system, gets a second chance.
+            let on_scratch = !dir.path().starts_with(std::env::temp_dir());
+            if !on_scratch || crate::signals::interrupted().is_some() {
+                return Err(e);
+            }
+            drop(dir);
+            dir = temp_dir("rootfs")?;
+            extract_in(&dir)?;
+        }
         Ok(PreparedImage {
             name,
             config,

@@ -122,6 +122,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let dest = destination(&src, a.dest.as_deref())?;
     // Report files are checked before any work, like the destination.
     for p in a.report.iter().chain(&a.html) {
+        if p.is_dir() {
+            anyhow::bail!(
+                "{}: is a directory; name a file for the report",
+                p.display()
+            );
+        }
         let dir = match p.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
