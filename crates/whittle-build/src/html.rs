@@ -800,7 +800,7 @@ fn render_cell(out: &mut String, tree: &Tree, cells: &[Cell], id: usize) {
                 } else {
                     &tree.nodes[*node].name
                 };
-                let size = human(sum_bytes(bytes));
+                let size = whittle_image::units::human_bytes(sum_bytes(bytes));
                 let full = format!("{name} \u{2014} {size}");
                 let room = r.w - 6.0;
                 let text = if text_width(&full) <= room {
@@ -986,7 +986,7 @@ fn render_legend(out: &mut String, tree: &Tree) {
         let _ = writeln!(
             out,
             "</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            human(root[c]),
+            whittle_image::units::human_bytes(root[c]),
             Thousands(root[c]),
             Pct(root[c], total),
             Thousands(tree.class_files[c])
@@ -1081,7 +1081,7 @@ fn render_top(out: &mut String, tree: &Tree, side: Side) {
         let _ = write!(
             out,
             "</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
-            human(bytes),
+            whittle_image::units::human_bytes(bytes),
             Thousands(bytes),
             Pct(bytes, side_total),
             Pct(bytes, tree.total(node))
@@ -1167,21 +1167,6 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// `12.3 MiB (12,912,345 bytes)`.
 struct Bytes(u64);
 
@@ -1190,7 +1175,12 @@ impl std::fmt::Display for Bytes {
         if self.0 < 1024 {
             write!(f, "{} B", self.0)
         } else {
-            write!(f, "{} ({} bytes)", human(self.0), Thousands(self.0))
+            write!(
+                f,
+                "{} ({} bytes)",
+                whittle_image::units::human_bytes(self.0),
+                Thousands(self.0)
+            )
         }
     }
 }

@@ -717,18 +717,6 @@ fn keep_config_paths(sel: &mut Selection<'_>, view: &whittle_image::ConfigView) 
     sel.keep_spelled("/tmp", Reason::Config { field: "tmp" });
 }
 
-fn node_name(k: &NodeKind) -> &'static str {
-    match k {
-        NodeKind::File { .. } => "file",
-        NodeKind::Dir { .. } => "dir",
-        NodeKind::Symlink(_) => "symlink",
-        NodeKind::Char { .. } => "char",
-        NodeKind::Block { .. } => "block",
-        NodeKind::Fifo => "fifo",
-        NodeKind::Whiteout => "whiteout",
-    }
-}
-
 fn kept_list(sel: &Selection<'_>, parts: &[(Role, whittle_fstree::FsTree)]) -> Vec<KeptPath> {
     sel.kept()
         .iter()
@@ -741,7 +729,7 @@ fn kept_list(sel: &Selection<'_>, parts: &[(Role, whittle_fstree::FsTree)]) -> V
             };
             Some(KeptPath {
                 path: display_path(k),
-                node: node_name(&n.kind),
+                node: n.kind.name(),
                 size: n.size(),
                 layer,
                 reasons: reasons.iter().cloned().collect(),

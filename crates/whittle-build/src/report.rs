@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::Serialize;
+pub use whittle_image::units::human_bytes;
 use whittle_sandbox::{AppReport, Outcome, ProbeReport};
 
 use crate::select::Reason;
@@ -146,21 +147,6 @@ pub struct Runs {
     pub fat: RunSummary,
     /// The last slim run (null with `--no-verify`).
     pub slim: Option<RunSummary>,
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn probe_result(p: &ProbeReport) -> String {

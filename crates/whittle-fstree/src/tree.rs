@@ -63,6 +63,21 @@ pub struct Node {
     pub layer: u32,
 }
 
+impl NodeKind {
+    /// `file`, `dir`, `symlink`, `char`, `block`, `fifo` or `whiteout`, as reports name them.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeKind::File { .. } => "file",
+            NodeKind::Dir { .. } => "dir",
+            NodeKind::Symlink(_) => "symlink",
+            NodeKind::Char { .. } => "char",
+            NodeKind::Block { .. } => "block",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Whiteout => "whiteout",
+        }
+    }
+}
+
 impl Node {
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, NodeKind::Dir { .. })

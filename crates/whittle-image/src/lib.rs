@@ -15,6 +15,7 @@ mod tarindex;
 
 pub mod compression;
 pub mod read;
+pub mod units;
 pub mod write;
 
 pub use config::{ConfigView, ImageConfig};

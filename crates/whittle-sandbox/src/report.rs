@@ -184,16 +184,9 @@ fn is_pseudo(path: &[u8]) -> bool {
     false
 }
 
+/// What the image has at a path, as reports name it (whiteouts are absence).
 fn node_name(k: &NodeKind) -> Option<&'static str> {
-    Some(match k {
-        NodeKind::File { .. } => "file",
-        NodeKind::Dir { .. } => "dir",
-        NodeKind::Symlink(_) => "symlink",
-        NodeKind::Char { .. } => "char",
-        NodeKind::Block { .. } => "block",
-        NodeKind::Fifo => "fifo",
-        NodeKind::Whiteout => return None,
-    })
+    (*k != NodeKind::Whiteout).then(|| k.name())
 }
 
 /// Lexical normalization of an absolute path: folds `.`, `..`, repeated `/`.

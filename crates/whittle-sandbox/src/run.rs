@@ -974,21 +974,6 @@ fn start(
     Ok(sb)
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 impl Report {
     /// The human summary `whittle trace` prints.
     pub fn render(&self) -> String {
@@ -1052,7 +1037,7 @@ impl Report {
             s,
             "files    {} used from the image ({}), {} missing lookups, {} created, {} paths in all",
             m.used_in_image,
-            human(m.used_bytes),
+            whittle_image::units::human_bytes(m.used_bytes),
             m.missing,
             m.created,
             m.paths

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+pub use whittle_image::units::human_bytes;
 
 /// A byte counter on stderr when it is a terminal; a hidden no-op bar otherwise.
 pub fn byte_progress(message: &str) -> ProgressBar {
@@ -57,21 +58,6 @@ pub fn one_line(msg: &str) -> String {
         }
     }
     out
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// Prints `value` as pretty JSON on stdout.
