@@ -166,6 +166,9 @@ mod tests {
             &[
                 entry("usr/sbin", EntryKind::Dir),
                 entry("usr/sbin/nginx", file.clone()),
+                // a hardlink made by the app layer to a base file belongs to the app layer
+                entry("opt", EntryKind::Dir),
+                entry("opt/hl", EntryKind::Hardlink(b"usr/lib/libc.so.6".to_vec())),
                 // a later layer rewrote a base directory's entry
                 entry("etc", EntryKind::Dir),
             ],
@@ -185,7 +188,10 @@ mod tests {
             ]
         );
         assert_eq!(parts[1].0, Role::App);
-        assert_eq!(paths(&parts[1].1), ["/usr", "/usr/sbin", "/usr/sbin/nginx"]);
+        assert_eq!(
+            paths(&parts[1].1),
+            ["/opt", "/opt/hl", "/usr", "/usr/sbin", "/usr/sbin/nginx"]
+        );
         assert_eq!(split(&t, 1).len(), 1);
     }
 

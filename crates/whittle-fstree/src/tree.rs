@@ -342,7 +342,9 @@ impl FsTree {
                         ),
                     ));
                 }
-                let node = t.clone();
+                // Same inode and content as the target, but this layer wrote the path.
+                let mut node = t.clone();
+                node.layer = layer;
                 let path = self.place(&e.path, layer)?;
                 if path.is_empty() {
                     return Err((shown(), "hardlink over the root".into()));
