@@ -366,7 +366,7 @@ pub fn build(
                     if sel.is_excluded(&key) || sel.is_kept(&key) {
                         continue;
                     }
-                    if sel.keep_spelled(m, Reason::AutoInclude { round }) {
+                    if sel.keep_raw(m, Reason::AutoInclude { round }) {
                         added.push(display_path(&key));
                     }
                 }
@@ -420,7 +420,7 @@ pub fn build(
                 round,
                 passed,
                 differences,
-                missing,
+                missing: missing.iter().map(|m| display_path(m)).collect(),
                 added,
             });
             slim_run = Some(run);
@@ -614,13 +614,13 @@ pub fn slim_name(name: &str) -> String {
     }
 }
 
-/// Directories of the image a run listed.
-fn listed_dirs(run: &whittle_sandbox::Report) -> Vec<String> {
+/// Directories of the image a run listed (exact path bytes).
+fn listed_dirs(run: &whittle_sandbox::Report) -> Vec<Vec<u8>> {
     run.files
         .iter()
         .filter(|f| f.ok && f.in_image && f.node == Some("dir"))
         .filter(|f| f.kinds.contains(&whittle_sandbox::Kind::List))
-        .map(|f| f.path.clone())
+        .map(|f| f.raw_path.clone())
         .collect()
 }
 

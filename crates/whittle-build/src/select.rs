@@ -140,13 +140,23 @@ impl<'a> Selection<'a> {
         self.keep(&key_of(&path), reason)
     }
 
+    /// [`Selection::keep_spelled`] for exact path bytes: a name that is not UTF-8 is kept
+    /// when the image has it at that very path (the resolver works on UTF-8 paths).
+    pub fn keep_raw(&mut self, abs: &[u8], reason: Reason) -> bool {
+        match std::str::from_utf8(abs) {
+            Ok(s) => self.keep_spelled(s, reason),
+            Err(_) => self.keep(abs.strip_prefix(b"/").unwrap_or(abs), reason),
+        }
+    }
+
     /// The tree key `abs` names once symlinks in its parents are resolved (not the last
     /// component's), if the image has it.
-    pub fn canonical(&self, abs: &str) -> Option<Vec<u8>> {
-        let key = key_of(abs);
+    pub fn canonical(&self, abs: &[u8]) -> Option<Vec<u8>> {
+        let key = abs.strip_prefix(b"/").unwrap_or(abs).to_vec();
         if self.tree.get(&key).is_some() {
             return Some(key);
         }
+        let abs = std::str::from_utf8(abs).ok()?;
         let fs = ImageRootFs {
             tree: self.tree,
             store: self.store,
@@ -206,10 +216,14 @@ impl<'a> Selection<'a> {
     pub fn add_trace(&mut self, files: &[FileRecord]) -> Vec<String> {
         let mut executed = Vec::new();
         for f in files {
-            let key = key_of(&f.path);
+            let key = f
+                .raw_path
+                .strip_prefix(b"/")
+                .unwrap_or(&f.raw_path)
+                .to_vec();
             if f.in_image {
-                self.keep_spelled(
-                    &f.path,
+                self.keep_raw(
+                    &f.raw_path,
                     Reason::Trace {
                         accesses: f.kinds.clone(),
                         by: f.first.comm.clone(),

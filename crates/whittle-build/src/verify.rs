@@ -100,17 +100,18 @@ pub fn compare(fat: &Report, slim: &Report) -> Vec<Difference> {
 
 /// The paths the slim run looked up and did not find that the fat image has: what the slim
 /// image lacks that the app went looking for.
-pub fn missing(slim: &Report, fat_tree: &FsTree, resolves: impl Fn(&str) -> bool) -> Vec<String> {
+/// Returned as the exact path bytes (file names need not be UTF-8).
+pub fn missing(slim: &Report, fat_tree: &FsTree, resolves: impl Fn(&str) -> bool) -> Vec<Vec<u8>> {
     slim.files
         .iter()
         .filter(|f| f.enoent && !f.ok && !f.in_image)
         .filter(|f| {
             fat_tree
-                .get(f.path.trim_start_matches('/').as_bytes())
+                .get(f.raw_path.strip_prefix(b"/").unwrap_or(&f.raw_path))
                 .is_some()
-                || resolves(&f.path)
+                || std::str::from_utf8(&f.raw_path).is_ok_and(&resolves)
         })
-        .map(|f| f.path.clone())
+        .map(|f| f.raw_path.clone())
         .collect()
 }
 

@@ -149,8 +149,11 @@ impl Recorder {
 /// One path in the report.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FileRecord {
-    /// Absolute path inside the container.
+    /// Absolute path inside the container (lossy UTF-8 for JSON).
     pub path: String,
+    /// The exact bytes of the path (file names need not be UTF-8); not in the JSON.
+    #[serde(skip)]
+    pub raw_path: Vec<u8>,
     pub kinds: Vec<Kind>,
     /// At least one access succeeded.
     pub ok: bool,
@@ -343,6 +346,7 @@ pub fn build_files(tree: &FsTree, rec: Recorder) -> (Vec<FileRecord>, u64) {
             }
             FileRecord {
                 path: String::from_utf8_lossy(&p).into_owned(),
+                raw_path: p.clone(),
                 kinds,
                 ok: a.ok,
                 enoent: a.enoent,
