@@ -469,6 +469,43 @@ mod tests {
     }
 
     #[test]
+    fn traced_names_that_are_not_utf8_are_kept() {
+        let mut t = FsTree::new(false);
+        t.apply(
+            0,
+            &[
+                entry("opt", EntryKind::Dir),
+                Entry {
+                    path: b"opt/caf\xe9.txt".to_vec(),
+                    ..entry("x", EntryKind::File { size: 0, offset: 0 })
+                },
+            ],
+        )
+        .unwrap();
+        let store = ContentStore::default();
+        let mut s = Selection::new(&t, &store, &[]).unwrap();
+        let raw = b"/opt/caf\xe9.txt".to_vec();
+        s.add_trace(&[FileRecord {
+            path: String::from_utf8_lossy(&raw).into_owned(),
+            raw_path: raw,
+            kinds: vec![Kind::Read],
+            ok: true,
+            enoent: false,
+            in_image: true,
+            node: Some("file"),
+            size: 0,
+            first: whittle_sandbox::FirstProcess {
+                pid: 1,
+                comm: "cat".into(),
+            },
+            via: vec!["ptrace"],
+        }]);
+        s.complete();
+        assert!(s.is_kept(b"opt/caf\xe9.txt"));
+        assert!(s.is_kept(b"opt"));
+    }
+
+    #[test]
     fn excludes_win_and_take_subtrees() {
         let t = tree();
         let store = ContentStore::default();
