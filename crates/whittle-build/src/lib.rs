@@ -172,6 +172,7 @@ pub fn build(
     )?;
     let before: u64 = before_layers.iter().sum();
     check_interrupt()?;
+    check_includes(&flat, &view, opts, src)?;
     (progress.stage)("extracting the image for the sandbox");
     let fat = PreparedImage::from_flattened(src.to_string(), view.clone(), flat)
         .map_err(|e| interrupted_or(e.into()))?;
@@ -251,19 +252,13 @@ pub fn build(
         sel.add_closure(&req, |why| Reason::Static { why });
     }
     keep_config_paths(&mut sel, &view);
+    // (Checked before the trace by `check_includes`.)
     for inc in &opts.includes {
-        if !sel.add_include(inc, &dcfg) {
-            return Err(Error::Usage(format!(
-                "--include {inc}: {src} has no such path"
-            )));
-        }
+        sel.add_include(inc, &dcfg);
     }
     for exe in &opts.include_exes {
         let Some(path) = sel.which(exe, dcfg.path_var()) else {
-            return Err(Error::Usage(format!(
-                "--include-exe {exe}: no executable of that name in the PATH of {src} ({})",
-                dcfg.path_var()
-            )));
+            continue;
         };
         let req = Request {
             config: dcfg.clone(),
@@ -375,7 +370,12 @@ pub fn build(
                     // slim run saw differently is a directory listing with fewer entries
                     // (`ls`, a glob, a plugin directory scanned). Give those directories
                     // their entries back.
-                    for dir in listed_dirs(&run) {
+                    // Only directories both runs listed: the app's own scans, not noise.
+                    let fat_listed = listed_dirs(&fat_run);
+                    for dir in listed_dirs(&run)
+                        .into_iter()
+                        .filter(|d| fat_listed.contains(d))
+                    {
                         let Some(key) = sel.canonical(&dir) else {
                             continue;
                         };
@@ -420,7 +420,10 @@ pub fn build(
                 round,
                 passed,
                 differences,
-                missing: missing.iter().map(|m| display_path(m)).collect(),
+                missing: missing
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .collect(),
                 added,
             });
             slim_run = Some(run);
@@ -612,6 +615,33 @@ pub fn slim_name(name: &str) -> String {
     } else {
         format!("{name}:latest-slim")
     }
+}
+
+/// `--include` and `--include-exe` name something the image has: checked before the slow
+/// part, so a typo costs no trace.
+fn check_includes(
+    flat: &Flattened,
+    view: &whittle_image::ConfigView,
+    opts: &BuildOptions,
+    src: &ImageRef,
+) -> Result<(), Error> {
+    let sel = Selection::new(&flat.tree, &flat.store, &[]).map_err(Error::Usage)?;
+    for inc in &opts.includes {
+        if sel.canonical(inc.as_bytes()).is_none() {
+            return Err(Error::Usage(format!(
+                "--include {inc}: {src} has no such path"
+            )));
+        }
+    }
+    let path = config_of(view).path_var().to_string();
+    for exe in &opts.include_exes {
+        if sel.which(exe, &path).is_none() {
+            return Err(Error::Usage(format!(
+                "--include-exe {exe}: no executable of that name in the PATH of {src} ({path})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Directories of the image a run listed (exact path bytes).
