@@ -8,8 +8,9 @@
 //!    every program the trace saw executed ∪ symlinks and parent directories on the way ∪
 //!    what the config needs ∪ includes − excludes; every kept path carries its reasons,
 //!    every dropped byte a class;
-//! 4. **verify** ([`verify`]): run the slim tree in the same sandbox with the same probes and
-//!    compare; on a difference, add what the slim run looked for in vain and try again;
+//! 4. **verify** (`rounds`, comparing with [`verify`]): run the slim tree in the same sandbox
+//!    with the same probes and compare; on a difference, add what the slim run looked for in
+//!    vain and try again;
 //! 5. **write** ([`layers`]): base and app layers, deterministic, to any destination.
 //!
 //! Nothing is written to the destination unless verification passed (or was turned off), and
@@ -18,14 +19,15 @@
 pub mod html;
 pub mod layers;
 pub mod report;
+mod rounds;
 pub mod select;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use whittle_deps::image::{config_of, ImageRootFs};
-use whittle_deps::{Request, Resolver};
+use whittle_deps::image::config_of;
+use whittle_deps::Request;
 use whittle_fstree::{display_path, FlattenOptions, Flattened, NodeKind};
 use whittle_image::compression::Compression;
 use whittle_image::write::{Destination, LayerOut, NewImage};
@@ -36,8 +38,8 @@ use whittle_sandbox::{Outcome, PreparedImage};
 
 use crate::layers::Role;
 use crate::report::{
-    BuildReport, Dropped, DroppedClass, KeptPath, LayerReport, Round, RunSummary, Runs, Sizes,
-    Status, Verification,
+    BuildReport, Dropped, DroppedClass, KeptPath, LayerReport, RunSummary, Runs, Sizes, Status,
+    Verification,
 };
 use crate::select::{Reason, Selection};
 
@@ -273,169 +275,23 @@ pub fn build(
 
     // 4. verify
     let t = Instant::now();
-    let mut rounds: Vec<Round> = Vec::new();
-    let mut unstable: Option<Vec<(String, &'static str)>> = None;
-    let mut slim_run = None;
-    let status = if !opts.verify {
-        Status::Skipped
+    let verified = if opts.verify {
+        let v = rounds::Verifier {
+            fat: &fat,
+            fat_run: &fat_run,
+            opts,
+            view: &view,
+            config: &dcfg,
+            src,
+            dest,
+            progress,
+        };
+        v.run(&mut sel)?
     } else {
-        let fs = ImageRootFs { tree, store };
-        let resolver = Resolver::new(&fs);
-        let resolves = |p: &str| resolver.resolve(p, "/", false).is_ok();
-        let mut round = 1u32;
-        loop {
-            (progress.stage)(&format!("verifying the slim image (round {round})"));
-            let slim_flat = Flattened {
-                tree: sel.slim_tree(),
-                store: store.clone(),
-            };
-            let slim =
-                PreparedImage::from_flattened(format!("{dest} (slim)"), view.clone(), slim_flat)
-                    .map_err(|e| interrupted_or(e.into()))?;
-            let run = whittle_sandbox::run(&slim, &opts.run)?;
-            drop(slim);
-            if run.outcome == Outcome::Interrupted {
-                return Err(Error::Interrupted);
-            }
-            let mut differences = verify::compare(&fat_run, &run);
-            if !differences.is_empty() && unstable.is_none() {
-                // Before blaming the slim image: does the fat image give the same answers
-                // twice? A page with a timestamp or a random token never will, and then only
-                // the fields that stayed the same can be compared.
-                (progress.stage)("running the fat image again (answers differed)");
-                let again = whittle_sandbox::run(&fat, &opts.run)?;
-                if again.outcome == Outcome::Interrupted {
-                    return Err(Error::Interrupted);
-                }
-                if again.outcome != Outcome::Ok {
-                    return Err(Error::FatRun {
-                        image: src.to_string(),
-                        outcome: "unstable".into(),
-                        message: format!(
-                            "a second run ended {}: {}; verification has nothing stable to \
-                             compare against (--no-verify skips it)",
-                            outcome_name(again.outcome),
-                            again.error.clone().unwrap_or_default()
-                        ),
-                    });
-                }
-                let varying = verify::compare(&fat_run, &again);
-                // Only content hashes may vary (a timestamp in a page); a status, exit code or
-                // outcome that changes from run to run leaves nothing to verify against.
-                if let Some(d) = varying.iter().find(|d| !d.field.contains("sha256")) {
-                    return Err(Error::FatRun {
-                        image: src.to_string(),
-                        outcome: "unstable".into(),
-                        message: format!(
-                            "{} {} differs between two runs ({} / {}); verification has nothing \
-                             stable to compare against (--no-verify skips it)",
-                            d.probe, d.field, d.fat, d.slim
-                        ),
-                    });
-                }
-                let u: Vec<(String, &'static str)> =
-                    varying.into_iter().map(|d| (d.probe, d.field)).collect();
-                for (probe, field) in &u {
-                    notes.push(format!(
-                        "{probe} {field} differs between two runs of the fat image: not compared"
-                    ));
-                }
-                unstable = Some(u);
-            }
-            if let Some(u) = &unstable {
-                differences.retain(|d| !u.iter().any(|(p, f)| *p == d.probe && *f == d.field));
-            }
-            let passed = differences.is_empty();
-            let missing = if passed {
-                Vec::new()
-            } else {
-                verify::missing(&run, tree, resolves)
-            };
-            let mut added = Vec::new();
-            if !passed && opts.auto_include && round <= AUTO_INCLUDE_ROUNDS {
-                for m in &missing {
-                    // Judge the path the image has, however the app spelled it.
-                    let Some(key) = sel.canonical(m) else {
-                        continue;
-                    };
-                    if sel.is_excluded(&key) || sel.is_kept(&key) {
-                        continue;
-                    }
-                    if sel.keep_raw(m, Reason::AutoInclude { round }) {
-                        added.push(display_path(&key));
-                    }
-                }
-                if added.is_empty() {
-                    // Nothing was looked for in vain, yet the answers differ: what else the
-                    // slim run saw differently is a directory listing with fewer entries
-                    // (`ls`, a glob, a plugin directory scanned). Give those directories
-                    // their entries back.
-                    // Only directories both runs listed: the app's own scans, not noise.
-                    let fat_listed = listed_dirs(&fat_run);
-                    for dir in listed_dirs(&run)
-                        .into_iter()
-                        .filter(|d| fat_listed.contains(d))
-                    {
-                        let Some(key) = sel.canonical(&dir) else {
-                            continue;
-                        };
-                        let children: Vec<Vec<u8>> = tree
-                            .children(&key)
-                            .into_iter()
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        for c in children {
-                            if sel.is_excluded(&c) || sel.is_kept(&c) {
-                                continue;
-                            }
-                            if sel.keep(&c, Reason::AutoInclude { round }) {
-                                added.push(display_path(&c));
-                            }
-                        }
-                    }
-                }
-                // What the added paths need, too (a library's own dependencies).
-                let programs: Vec<String> = added
-                    .iter()
-                    .filter(|p| {
-                        tree.get(p.trim_start_matches('/').as_bytes())
-                            .is_some_and(|n| {
-                                matches!(n.kind, NodeKind::File { .. })
-                                    && (n.meta.mode & 0o111 != 0 || p.contains(".so"))
-                            })
-                    })
-                    .cloned()
-                    .collect();
-                if !programs.is_empty() {
-                    let req = Request {
-                        config: dcfg.clone(),
-                        paths: programs,
-                    };
-                    sel.add_closure(&req, |_| Reason::AutoInclude { round });
-                }
-                sel.complete();
-            }
-            let retry = !added.is_empty();
-            rounds.push(Round {
-                round,
-                passed,
-                differences,
-                missing: missing
-                    .iter()
-                    .map(|m| String::from_utf8_lossy(m).into_owned())
-                    .collect(),
-                added,
-            });
-            slim_run = Some(run);
-            if passed {
-                break Status::Passed;
-            }
-            if !retry {
-                break Status::Failed;
-            }
-            round += 1;
-        }
+        rounds::Verified::skipped()
     };
+    notes.extend(verified.notes);
+    let (status, rounds, slim_run) = (verified.status, verified.rounds, verified.slim_run);
     if opts.verify {
         timings.insert("verify", ms(t));
     }
@@ -642,16 +498,6 @@ fn check_includes(
         }
     }
     Ok(())
-}
-
-/// Directories of the image a run listed (exact path bytes).
-fn listed_dirs(run: &whittle_sandbox::Report) -> Vec<Vec<u8>> {
-    run.files
-        .iter()
-        .filter(|f| f.ok && f.in_image && f.node == Some("dir"))
-        .filter(|f| f.kinds.contains(&whittle_sandbox::Kind::List))
-        .map(|f| f.raw_path.clone())
-        .collect()
 }
 
 fn outcome_name(o: Outcome) -> String {
