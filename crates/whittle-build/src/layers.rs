@@ -70,13 +70,8 @@ fn has_app_descendant(t: &FsTree, base: &FsTree, dir: &[u8]) -> bool {
 
 /// The creation time of the slim image: `SOURCE_DATE_EPOCH` when set, else the source's.
 pub fn created(source: &Value) -> Option<Value> {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(|secs| {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            json!(humantime::format_rfc3339_seconds(t).to_string())
-        })
+    whittle_image::source_date_epoch()
+        .map(|t| json!(t))
         .or_else(|| source.get("created").cloned())
 }
 

@@ -135,7 +135,7 @@ pub fn build(
 ) -> Result<Built, Error> {
     let t_total = Instant::now();
     let mut timings: BTreeMap<&'static str, u64> = BTreeMap::new();
-    check_not_source(src, dest)?;
+    whittle_image::write::check_not_source(src, dest)?;
     if !matches!(opts.layers, 1 | 2) {
         return Err(Error::Usage(format!(
             "--layers {}: must be 1 or 2",
@@ -549,28 +549,6 @@ impl std::io::Write for Counting<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// Refuses a destination that is the source: writing it would destroy the input.
-fn check_not_source(src: &ImageRef, dest: &ImageRef) -> Result<(), Error> {
-    let same =
-        if src.transport == Transport::DockerDaemon || dest.transport == Transport::DockerDaemon {
-            src.transport == dest.transport && src.name == dest.name
-        } else {
-            match (
-                std::fs::canonicalize(&src.path),
-                std::fs::canonicalize(&dest.path),
-            ) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => false,
-            }
-        };
-    if same {
-        return Err(Error::Usage(format!(
-            "{dest}: destination is the source; write the slim image somewhere else"
-        )));
-    }
-    Ok(())
 }
 
 /// What the engine needs from the file system to start the container the way the config

@@ -12,6 +12,18 @@ use serde_json::{json, Value};
 
 use crate::{Digest, Error, Result};
 
+/// `SOURCE_DATE_EPOCH` as an RFC 3339 time, when set: the only clock whittle's outputs use
+/// besides the source's own `created`.
+pub fn source_date_epoch() -> Option<String> {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
 #[derive(Debug, Clone)]
 pub struct ImageConfig {
     pub value: Value,

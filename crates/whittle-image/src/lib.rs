@@ -18,7 +18,7 @@ pub mod read;
 pub mod units;
 pub mod write;
 
-pub use config::{ConfigView, ImageConfig};
+pub use config::{source_date_epoch, ConfigView, ImageConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use hashio::{HashingReader, HashingWriter, VerifyingReader};

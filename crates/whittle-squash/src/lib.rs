@@ -66,23 +66,7 @@ pub fn squash(
     opts: &SquashOptions,
     progress: Option<whittle_fstree::Progress<'_>>,
 ) -> Result<SquashReport, Error> {
-    if src.transport != Transport::DockerDaemon
-        && dest.transport != Transport::DockerDaemon
-        && same_file(&src.path, &dest.path)
-    {
-        return Err(Error::Usage(format!(
-            "{}: destination is the source; write somewhere else",
-            dest.path.display()
-        )));
-    }
-    if src.transport == Transport::DockerDaemon
-        && src.name == dest.name
-        && dest.transport == Transport::DockerDaemon
-    {
-        return Err(Error::Usage(format!(
-            "{dest}: destination is the source; use another tag"
-        )));
-    }
+    whittle_image::write::check_not_source(src, dest)?;
     let to_dir = dest.transport == Transport::Rootfs && is_dir_target(&dest.path);
     let destination = if to_dir {
         check_dir_target(&dest.path)?;
@@ -246,13 +230,6 @@ fn dropped_list(totals: &BTreeMap<JunkClass, ClassTotal>) -> Vec<Dropped> {
         .collect()
 }
 
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// Uncompressed size of the source image: the layer tar sizes when uncompressed; compressed
 /// layers count their stored size (their true size is known only after reading them).
 fn source_size(image: &whittle_image::Image) -> u64 {
@@ -266,14 +243,7 @@ fn uncompressed_total(s: &WriteSummary) -> u64 {
 /// Keeps history entries of the kept layers, replaces the squashed layers' entries with one,
 /// and keeps the config-only (`empty_layer`) entries that followed.
 fn rewrite_history(config: &mut Value, from_layer: usize) {
-    let created = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(|secs| {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            humantime::format_rfc3339_seconds(t).to_string()
-        });
-    if let Some(c) = &created {
+    if let Some(c) = whittle_image::source_date_epoch() {
         config["created"] = json!(c);
     }
     let when = config.get("created").cloned().unwrap_or(Value::Null);

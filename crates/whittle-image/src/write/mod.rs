@@ -93,15 +93,7 @@ impl Destination {
                 }
                 check_parent_writable(&r.path)?;
             }
-            _ => {
-                if r.path.is_dir() {
-                    return Err(Error::format(
-                        &r.path,
-                        "destination is a directory; name a file",
-                    ));
-                }
-                check_parent_writable(&r.path)?
-            }
+            _ => check_file_destination(&r.path)?,
         }
         Ok(Destination { r: r.clone() })
     }
@@ -175,6 +167,50 @@ impl Destination {
 /// Convenience: prepare and write in one call.
 pub fn write(dest: &ImageRef, image: NewImage<'_>) -> Result<WriteSummary> {
     Destination::prepare(dest)?.write(image)
+}
+
+/// Refuses a destination that is the source: writing it would destroy the input.
+pub fn check_not_source(src: &ImageRef, dest: &ImageRef) -> Result<()> {
+    if src.transport == Transport::DockerDaemon || dest.transport == Transport::DockerDaemon {
+        if src.transport == dest.transport && src.name == dest.name {
+            return Err(Error::Reference(format!(
+                "{dest}: destination is the source; use another tag"
+            )));
+        }
+        return Ok(());
+    }
+    if let (Ok(a), Ok(b)) = (
+        std::fs::canonicalize(&src.path),
+        std::fs::canonicalize(&dest.path),
+    ) {
+        if a == b {
+            return Err(Error::format(
+                &dest.path,
+                "destination is the source; write somewhere else",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A file destination (an archive, a report) can be written: it is not a directory and its
+/// directory takes a new file. Checked before any expensive work.
+pub fn check_file_destination(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::format(
+            path,
+            "destination is a directory; name a file",
+        ));
+    }
+    check_parent_writable(path)
+}
+
+/// Writes a small file (a report) the way images are written: under a temporary name beside
+/// `path`, mode 0644 minus the umask, renamed into place only when complete.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut sink = TarSink::create_raw(path)?;
+    sink.raw(|w| w.write_all(bytes).map_err(|e| Error::io(path, e)))?;
+    sink.commit()
 }
 
 fn check_parent_writable(path: &Path) -> Result<()> {

@@ -1,17 +1,16 @@
 //! `whittle build SRC [DEST]`: the slim image, verified.
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::Result;
 use whittle_build::{build, BuildOptions, Error as BuildError, Progress};
+use whittle_image::write::{check_file_destination, write_file};
 use whittle_image::{ImageRef, Transport};
 
 use crate::commands::squash::CompressArg;
 use crate::commands::trace::RunArgs;
-use crate::output::{no_color, print_json};
+use crate::output::{byte_progress, print_json};
 
 /// `whittle build SRC [DEST] [probes] [options]`
 #[derive(Debug, clap::Args)]
@@ -77,65 +76,13 @@ fn destination(src: &ImageRef, dest: Option<&str>) -> Result<ImageRef> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file beside it, so a failure never leaves a
-/// half-written report under the name.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".whittle-report-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("{}: cannot write here", path.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // Temporary files are private (0600); a report is an ordinary file like the image.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-fn stage_bar() -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    let template = if no_color() {
-        "{msg} {bytes} {elapsed}"
-    } else {
-        "{spinner:.cyan} {msg} {bytes} {elapsed}"
-    };
-    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar
-}
-
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn run(a: Args) -> Result<ExitCode> {
     let src = ImageRef::parse(&a.src)?;
     let dest = destination(&src, a.dest.as_deref())?;
     // Report files are checked before any work, like the destination.
     for p in a.report.iter().chain(&a.html) {
-        if p.is_dir() {
-            anyhow::bail!(
-                "{}: is a directory; name a file for the report",
-                p.display()
-            );
-        }
-        let dir = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        tempfile::Builder::new()
-            .prefix(".whittle-probe-")
-            .tempfile_in(&dir)
-            .with_context(|| format!("{}: cannot write here", p.display()))?;
+        check_file_destination(p)?;
     }
     let opts = BuildOptions {
         run: a.run.options()?,
@@ -151,7 +98,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         treemap: a.html.is_some(),
     };
     whittle_sandbox::install_interrupt_handler();
-    let bar = stage_bar();
+    let bar = byte_progress("reading the image");
     let stage = |s: &str| {
         bar.set_message(s.to_string());
         bar.set_position(0);
@@ -173,11 +120,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let report = &built.report;
     if let Some(path) = &a.report {
-        write_atomic(path, &serde_json::to_vec_pretty(report)?)?;
+        write_file(path, &serde_json::to_vec_pretty(report)?)?;
     }
     if let Some(path) = &a.html {
         let page = whittle_build::html_page(report, built.treemap);
-        write_atomic(path, whittle_build::html::render(&page).as_bytes())?;
+        write_file(path, whittle_build::html::render(&page).as_bytes())?;
     }
     if a.json {
         print_json(report)?;
