@@ -403,18 +403,10 @@ impl<'a> Selection<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use whittle_fstree::{Entry, EntryKind, Meta};
+    use whittle_fstree::{Entry, EntryKind};
 
     fn entry(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: path.as_bytes().to_vec(),
-            kind,
-            meta: Meta {
-                mode: 0o755,
-                ..Meta::default()
-            },
-            header_size: 0,
-        }
+        Entry::new(path, kind, 0o755)
     }
 
     fn tree() -> FsTree {

@@ -54,6 +54,21 @@ pub struct Entry {
     pub header_size: u64,
 }
 
+impl Entry {
+    /// An entry made by hand (tests, synthesized paths): `mode` bits, other metadata zero.
+    pub fn new(path: &str, kind: EntryKind, mode: u32) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            meta: Meta {
+                mode,
+                ..Meta::default()
+            },
+            header_size: 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LayerEntries {
     pub entries: Vec<Entry>,

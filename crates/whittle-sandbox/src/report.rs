@@ -367,15 +367,10 @@ pub fn build_files(tree: &FsTree, rec: Recorder) -> (Vec<FileRecord>, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use whittle_fstree::{Entry, EntryKind, Meta};
+    use whittle_fstree::{Entry, EntryKind};
 
     fn e(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: path.as_bytes().to_vec(),
-            kind,
-            meta: Meta::default(),
-            header_size: 0,
-        }
+        Entry::new(path, kind, 0)
     }
 
     #[test]
