@@ -212,12 +212,11 @@ pub fn timer() -> impl Fn() -> f64 {
     move || t.elapsed().as_secs_f64()
 }
 
-/// The members of a (small) tar archive, by normalized name.
-pub fn archive_members(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut ar = tar::Archive::new(f);
-    let mut out = std::collections::BTreeMap::new();
+/// Calls `f(name, content)` for every regular member of a tar archive, streamed, with the
+/// name normalized (no leading `./`).
+fn each_regular_member(path: &Path, mut f: impl FnMut(String, &mut dyn std::io::Read)) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
         if e.header().entry_type() != tar::EntryType::Regular {
@@ -229,34 +228,30 @@ pub fn archive_members(path: &Path) -> std::collections::BTreeMap<String, Vec<u8
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
-        let mut v = Vec::new();
-        e.read_to_end(&mut v).unwrap();
-        out.insert(name, v);
+        f(name, &mut e);
     }
+}
+
+/// The members of a (small) tar archive, by normalized name.
+pub fn archive_members(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    each_regular_member(path, |name, r| {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        out.insert(name, v);
+    });
     out
 }
 
 /// Name → (size, sha256) of every regular member of a tar archive, streamed.
 pub fn archive_digests(path: &Path) -> std::collections::BTreeMap<String, (u64, String)> {
     use sha2::Digest;
-    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
     let mut out = std::collections::BTreeMap::new();
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
-        let name = e
-            .path()
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
+    each_regular_member(path, |name, r| {
         let mut h = sha2::Sha256::new();
-        let n = std::io::copy(&mut e, &mut h).unwrap();
+        let n = std::io::copy(r, &mut h).unwrap();
         out.insert(name, (n, hex::encode(h.finalize())));
-    }
+    });
     out
 }
 
