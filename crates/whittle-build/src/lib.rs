@@ -23,7 +23,7 @@ mod rounds;
 pub mod select;
 pub mod verify;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use whittle_deps::image::config_of;
@@ -599,7 +599,6 @@ fn dropped_classes(sel: &Selection<'_>, treemap: bool) -> (Dropped, Vec<html::Tr
     let tree = sel.tree();
     let rules = Rules::new(tree, true, &[]).unwrap_or_else(|_| unreachable!("no globs"));
     let mut by: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    let excluded: &BTreeSet<Vec<u8>> = sel.excluded();
     let mut files = Vec::new();
     for (k, n) in tree.iter() {
         if k.is_empty() || n.is_dir() || n.kind == NodeKind::Whiteout {
@@ -608,7 +607,7 @@ fn dropped_classes(sel: &Selection<'_>, treemap: bool) -> (Dropped, Vec<html::Tr
         let kept = sel.is_kept(k);
         let class = if kept {
             "kept"
-        } else if excluded.contains(k) || sel.is_excluded(k) {
+        } else if sel.is_excluded(k) {
             "excluded"
         } else {
             rules.junk_class(k, n).map_or("unused", |c| c.name())
