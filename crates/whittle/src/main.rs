@@ -28,6 +28,10 @@ enum Command {
     Deps(commands::deps::Args),
     /// Run the image in a sandbox, probe it, and record every file it touches.
     Trace(commands::trace::Args),
+    /// Per-container metrics from the kernel: serve OpenMetrics, record, replay, plot, PCP.
+    Metrics(commands::metrics::Args),
+    /// A live view of containers (CPU, memory, network, I/O, pids, throttling, health).
+    Top(commands::top::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Deps(a) => commands::deps::run(a),
         Command::Trace(a) => commands::trace::run(a),
+        Command::Metrics(a) => commands::metrics::run(a),
+        Command::Top(a) => commands::top::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,9 @@
 pub mod build;
 pub mod deps;
 pub mod inspect;
+pub mod metrics;
 pub mod squash;
+pub mod top;
 pub mod trace;
 
 // Image references are parsed by each command, not by clap, so a bad one is an ordinary
