@@ -64,7 +64,17 @@ impl ProcRoot {
 
     /// The inode of `pid`'s network namespace (`/proc/PID/ns/net` → `net:[4026532201]`).
     pub fn netns(&self, pid: u32) -> Result<u64> {
-        let p = self.path(format!("/proc/{pid}/ns/net"));
+        self.netns_at(&format!("/proc/{pid}/ns/net"))
+    }
+
+    /// The network namespace whittle itself runs in: the host's, for a whittle on the host.
+    /// (Not pid 1's: an init that whittle may not ptrace hides its namespace links.)
+    pub fn own_netns(&self) -> Result<u64> {
+        self.netns_at("/proc/self/ns/net")
+    }
+
+    fn netns_at(&self, rel: &str) -> Result<u64> {
+        let p = self.path(rel);
         let link = std::fs::read_link(&p).map_err(|e| Error::Proc {
             path: p.display().to_string(),
             cause: e.to_string(),
@@ -298,6 +308,6 @@ mod tests {
             "no cgroup hierarchy found in /proc/self/mountinfo"
         );
         assert!(p.netns(me).expect("own netns") > 0);
-        assert_eq!(p.netns(me).unwrap(), p.netns(1).unwrap());
+        assert_eq!(p.netns(me).unwrap(), p.own_netns().unwrap());
     }
 }

@@ -42,7 +42,13 @@ pub(crate) struct CgroupStats {
 pub(crate) fn read(proc: &ProcRoot, mounts: &CgroupMounts, cg: &Cgroups) -> CgroupStats {
     let v1 = |c: &str| mounts.v1_dir(cg, c);
     if mounts.has_v1_controllers() && (v1("memory").is_some() || v1("cpuacct").is_some()) {
-        read_v1(proc, &v1)
+        let mut s = read_v1(proc, &v1);
+        // Hybrid hosts: the controllers are v1, but the kernel keeps pressure (PSI) per cgroup
+        // in the unified hierarchy, where Docker also places each container.
+        if let Some(dir) = mounts.v2_dir(cg).filter(|d| d.len() > 1) {
+            s.psi = read_psi(proc, &dir);
+        }
+        s
     } else if let Some(dir) = mounts.v2_dir(cg) {
         read_v2(proc, &dir)
     } else {
@@ -150,23 +156,30 @@ fn read_v2(proc: &ProcRoot, dir: &str) -> CgroupStats {
     }
     s.pids.current = num("pids.current");
     s.pids.limit = file("pids.max").and_then(|t| parse_max(&t));
-    let cpu = file("cpu.pressure").map(|t| parse_psi(&t));
-    let mem = file("memory.pressure").map(|t| parse_psi(&t));
-    let io = file("io.pressure").map(|t| parse_psi(&t));
-    if cpu.is_some() || mem.is_some() || io.is_some() {
-        s.psi = Some(Pressure {
-            cpu_some_us: cpu.and_then(|p| p.0),
-            cpu_full_us: cpu.and_then(|p| p.1),
-            memory_some_us: mem.and_then(|p| p.0),
-            memory_full_us: mem.and_then(|p| p.1),
-            io_some_us: io.and_then(|p| p.0),
-            io_full_us: io.and_then(|p| p.1),
-        });
-    }
+    s.psi = read_psi(proc, dir);
     s.procs = file("cgroup.procs")
         .map(|t| parse_procs(&t))
         .unwrap_or_default();
     s
+}
+
+/// The `*.pressure` files of a unified-hierarchy directory; `None` when the kernel has none.
+fn read_psi(proc: &ProcRoot, dir: &str) -> Option<Pressure> {
+    let file = |name: &str| proc.read_opt(format!("{dir}/{name}"));
+    let cpu = file("cpu.pressure").map(|t| parse_psi(&t));
+    let mem = file("memory.pressure").map(|t| parse_psi(&t));
+    let io = file("io.pressure").map(|t| parse_psi(&t));
+    if cpu.is_none() && mem.is_none() && io.is_none() {
+        return None;
+    }
+    Some(Pressure {
+        cpu_some_us: cpu.and_then(|p| p.0),
+        cpu_full_us: cpu.and_then(|p| p.1),
+        memory_some_us: mem.and_then(|p| p.0),
+        memory_full_us: mem.and_then(|p| p.1),
+        io_some_us: io.and_then(|p| p.0),
+        io_full_us: io.and_then(|p| p.1),
+    })
 }
 
 /// v1 reports "no limit" as the largest page-aligned i64 (0x7FFFFFFFFFFFF000 on 4 KiB pages).

@@ -39,7 +39,7 @@ impl Collector {
     }
 
     pub fn collect_at(&self, containers: &[&Container], time_ns: u64) -> Snapshot {
-        let host_netns = self.proc.netns(1).ok();
+        let host_netns = self.proc.own_netns().ok();
         let mut running: Vec<&Container> = containers
             .iter()
             .copied()

@@ -139,11 +139,20 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 /// RFC 3339 (`2026-12-03T11:00:00Z`, fractions allowed) or Unix seconds (`1764759600.25`).
+/// Unix seconds are parsed as integers (seconds and up to nine decimals), not through a float,
+/// so the timestamp a served page shows selects exactly that collection.
 pub fn parse_time(s: &str) -> Result<u64> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok((secs * 1e9).round() as u64);
-        }
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if digits(int) && (frac.is_empty() || (digits(frac) && frac.len() <= 9)) {
+        let secs: u64 = int
+            .parse()
+            .with_context(|| format!("{s:?}: seconds out of range"))?;
+        let nanos: u64 = format!("{frac:0<9}").parse().unwrap_or(0);
+        return secs
+            .checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(nanos))
+            .with_context(|| format!("{s:?}: out of range"));
     }
     let t = humantime::parse_rfc3339_weak(s)
         .with_context(|| format!("{s:?} is neither RFC 3339 nor Unix seconds"))?;

@@ -9,6 +9,7 @@
 
 pub mod engines;
 pub mod gen;
+pub mod runtime;
 pub mod snap;
 
 use std::ffi::OsStr;
