@@ -30,6 +30,24 @@ need_pkgs() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
+# need_monitoring: Prometheus and PCP (pmcd, pmdaopenmetrics, pmrep) for the metrics tests.
+# pcp's postinst starts pmcd through systemctl, which fails where systemd is not PID 1 (CI VMs,
+# containers) and leaves the package half configured; the tests start pmcd themselves, so the
+# package scripts run with a no-op systemctl first on PATH there.
+need_monitoring() {
+	local shim
+	shim=$(mktemp -d)
+	if [[ $(cat /proc/1/comm 2>/dev/null) != systemd ]]; then
+		printf '#!/bin/sh\nexit 0\n' >"$shim/systemctl"
+		chmod +x "$shim/systemctl"
+	fi
+	PATH="$shim:$PATH" need_pkgs prometheus pcp python3-pcp tmux
+	if dpkg-query -W -f='${Status}' pcp 2>/dev/null | grep -qv 'install ok installed'; then
+		PATH="$shim:$PATH" dpkg --configure -a >&2
+	fi
+	rm -rf "$shim"
+}
+
 need_cargo() {
 	command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
 }

@@ -922,3 +922,122 @@ fn bad_input_gives_one_line_naming_the_problem() {
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("/nonexistent.sock"), "{}", r.stderr);
 }
+
+/// The live view and the archive view in a real terminal (tmux), driven by keys.
+#[test]
+fn top_renders_live_and_archive_views_in_a_terminal() {
+    let _g = heavy();
+    require("tmux");
+    let base = fixture_image("base");
+    let c = TestContainer::run(
+        "wm-tui",
+        &[&base, "sh", "-c", "while :; do sleep 0.01; done"],
+    );
+    let sock = common::unique("whittle-tui");
+    let tmux = |args: &[&str]| {
+        let mut all = vec!["-L", sock.as_str()];
+        all.extend_from_slice(args);
+        std::process::Command::new("tmux")
+            .args(&all)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("tmux")
+    };
+    struct Server(String);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .output();
+        }
+    }
+    let _server = Server(sock.clone());
+    let screen = |want: &str| {
+        wait_for(
+            &format!("`{want}` on the screen"),
+            Duration::from_secs(15),
+            || {
+                let o = tmux(&["capture-pane", "-p", "-t", "v"]);
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.contains(want).then_some(text)
+            },
+        )
+    };
+    let cmd = format!("{} top --interval 500ms", whittle_bin());
+    let o = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "180",
+        "-y",
+        "40",
+        "-s",
+        "v",
+        &cmd,
+    ]);
+    assert!(
+        o.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = screen(&c.name);
+    assert!(
+        text.contains("whittle top") && text.contains("NAME") && text.contains("live"),
+        "{text}"
+    );
+    tmux(&["send-keys", "-t", "v", "n"]);
+    screen("sort Name");
+    // Select our container's row, open its processes.
+    let text = screen(&c.name);
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("wm-") || l.contains(&c.name))
+        .collect();
+    let pos = rows.iter().position(|l| l.contains(&c.name)).unwrap_or(0);
+    for _ in 0..pos {
+        tmux(&["send-keys", "-t", "v", "Down"]);
+    }
+    tmux(&["send-keys", "-t", "v", "Enter"]);
+    let text = screen("processes of");
+    assert!(text.contains("sleep") || text.contains("sh -c"), "{text}");
+    tmux(&["send-keys", "-t", "v", "q"]);
+    wait_for("top to exit on q", Duration::from_secs(10), || {
+        (!tmux(&["has-session", "-t", "v"]).status.success()).then_some(())
+    });
+
+    // The archive view steps through frames with the arrow keys.
+    let rec = tempdir("tui-archive");
+    let mut d = Daemon::start(
+        "whittle metrics record",
+        whittle_bin(),
+        &os![
+            "metrics",
+            "record",
+            "--archive",
+            rec.path(),
+            "--interval",
+            "300ms"
+        ],
+        &[],
+        &rec.path().join("log"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    d.stop_with(libc::SIGTERM, Duration::from_secs(10));
+    let cmd = format!("{} top --archive {}", whittle_bin(), rec.path().display());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "180",
+        "-y",
+        "40",
+        "-s",
+        "v",
+        &cmd,
+    ]);
+    screen("frame 1/");
+    tmux(&["send-keys", "-t", "v", "Right"]);
+    let text = screen("frame 2/");
+    assert!(text.contains(&c.name), "{text}");
+    tmux(&["send-keys", "-t", "v", "q"]);
+}
