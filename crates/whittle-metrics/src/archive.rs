@@ -43,13 +43,25 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Appends snapshots to a new archive file in a directory.
-#[derive(Debug)]
 pub struct ArchiveWriter {
     path: PathBuf,
     file: File,
     seq: u64,
-    key: Option<(u64, Vec<u8>)>,
+    /// The last key frame: its sequence number and a compressor with its bytes loaded as the
+    /// dictionary (loaded once per key frame, not once per delta).
+    key: Option<(u64, zstd::bulk::Compressor<'static>)>,
     bytes: u64,
+}
+
+impl std::fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ArchiveWriter({}, frame {})",
+            self.path.display(),
+            self.seq
+        )
+    }
 }
 
 impl ArchiveWriter {
@@ -94,21 +106,18 @@ impl ArchiveWriter {
             let c = zstd::bulk::compress(&raw, LEVEL).map_err(|e| io(&self.path, e))?;
             (KIND_KEY, seq, c)
         } else {
-            let (key_seq, dict) = self.key.as_ref().expect("a key frame was written");
-            let mut comp = zstd::bulk::Compressor::with_dictionary(LEVEL, dict)
-                .map_err(|e| io(&self.path, e))?;
-            (
-                KIND_DELTA,
-                *key_seq,
-                comp.compress(&raw).map_err(|e| io(&self.path, e))?,
-            )
+            let (key_seq, comp) = self.key.as_mut().expect("a key frame was written");
+            let c = comp.compress(&raw).map_err(|e| io(&self.path, e))?;
+            (KIND_DELTA, *key_seq, c)
         };
         let frame = encode_frame(kind, seq, key_seq, snap.time_ns, &payload);
         self.file.write_all(&frame).map_err(|e| io(&self.path, e))?;
         self.file.sync_data().map_err(|e| io(&self.path, e))?;
         self.bytes += frame.len() as u64;
         if is_key {
-            self.key = Some((seq, raw));
+            let comp = zstd::bulk::Compressor::with_dictionary(LEVEL, &raw)
+                .map_err(|e| io(&self.path, e))?;
+            self.key = Some((seq, comp));
         }
         self.seq += 1;
         Ok(())

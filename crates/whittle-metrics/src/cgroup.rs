@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use whittle_engine::procfs::{CgroupMounts, Cgroups, ProcRoot};
 
+use crate::files::Files;
 use crate::sample::{BlockDevice, Cpu, Memory, Pids, Pressure};
 
 /// USER_HZ: the unit of `cpuacct.stat` (and `/proc/PID/stat` times).
@@ -39,34 +40,36 @@ pub(crate) struct CgroupStats {
 
 /// Reads every statistic for a process with cgroups `cg`. v1 controllers win on hybrid hosts
 /// (Docker puts its containers there); a host with the unified hierarchy only reads v2.
-pub(crate) fn read(proc: &ProcRoot, mounts: &CgroupMounts, cg: &Cgroups) -> CgroupStats {
-    let v1 = |c: &str| mounts.v1_dir(cg, c);
-    if mounts.has_v1_controllers() && (v1("memory").is_some() || v1("cpuacct").is_some()) {
-        let mut s = read_v1(proc, &v1);
+pub(crate) fn read(f: &mut dyn Files, mounts: &CgroupMounts, cg: &Cgroups) -> CgroupStats {
+    let has_v1 = mounts.v1_dir(cg, "memory").is_some() || mounts.v1_dir(cg, "cpuacct").is_some();
+    if mounts.has_v1_controllers() && has_v1 {
+        let mut s = read_v1(f, mounts, cg);
         // Hybrid hosts: the controllers are v1, but the kernel keeps pressure (PSI) per cgroup
         // in the unified hierarchy, where Docker also places each container.
         if let Some(dir) = mounts.v2_dir(cg).filter(|d| d.len() > 1) {
-            s.psi = read_psi(proc, &dir);
+            s.psi = read_psi(f, &dir);
         }
         s
     } else if let Some(dir) = mounts.v2_dir(cg) {
-        read_v2(proc, &dir)
+        read_v2(f, &dir)
     } else {
         CgroupStats::default()
     }
 }
 
-fn read_v1(proc: &ProcRoot, dir: &dyn Fn(&str) -> Option<String>) -> CgroupStats {
-    let file = |ctrl: &str, name: &str| -> Option<String> {
-        proc.read_opt(format!("{}/{name}", dir(ctrl)?))
-    };
-    let num = |ctrl: &str, name: &str| file(ctrl, name).and_then(|t| t.trim().parse::<u64>().ok());
+fn num(text: Option<String>) -> Option<u64> {
+    text.and_then(|t| t.trim().parse().ok())
+}
+
+fn read_v1(f: &mut dyn Files, mounts: &CgroupMounts, cg: &Cgroups) -> CgroupStats {
+    let path = |ctrl: &str, name: &str| mounts.v1_dir(cg, ctrl).map(|d| format!("{d}/{name}"));
+    let mut file = |ctrl: &str, name: &str| path(ctrl, name).and_then(|p| f.text(&p));
     let mut s = CgroupStats {
         version: 1,
         ..Default::default()
     };
 
-    s.cpu.usage_ns = num("cpuacct", "cpuacct.usage");
+    s.cpu.usage_ns = num(file("cpuacct", "cpuacct.usage"));
     if let Some(stat) = file("cpuacct", "cpuacct.stat") {
         let kv = parse_kv(&stat);
         let ns_per_tick = 1_000_000_000 / clock_ticks_per_sec();
@@ -79,10 +82,7 @@ fn read_v1(proc: &ProcRoot, dir: &dyn Fn(&str) -> Option<String>) -> CgroupStats
         s.cpu.throttled_periods = kv.get("nr_throttled").copied();
         s.cpu.throttled_ns = kv.get("throttled_time").copied();
     }
-    s.cpu.quota_us = file("cpu", "cpu.cfs_quota_us").and_then(|t| t.trim().parse::<u64>().ok());
-    s.cpu.period_us = num("cpu", "cpu.cfs_period_us");
-
-    s.memory.usage = num("memory", "memory.usage_in_bytes");
+    s.memory.usage = num(file("memory", "memory.usage_in_bytes"));
     if let Some(stat) = file("memory", "memory.stat") {
         let kv = parse_kv(&stat);
         // The total_* fields include descendant cgroups, which is what the container is.
@@ -95,30 +95,30 @@ fn read_v1(proc: &ProcRoot, dir: &dyn Fn(&str) -> Option<String>) -> CgroupStats
             .usage
             .map(|u| u.saturating_sub(inactive.unwrap_or(0)));
     }
-    s.memory.limit = num("memory", "memory.limit_in_bytes").filter(|l| *l < V1_UNLIMITED);
-    s.memory.failcnt = num("memory", "memory.failcnt");
+    s.memory.failcnt = num(file("memory", "memory.failcnt"));
     s.memory.oom_kills =
         file("memory", "memory.oom_control").and_then(|t| parse_kv(&t).get("oom_kill").copied());
-
-    if let (Some(bytes), ops) = (
-        file("blkio", "blkio.throttle.io_service_bytes"),
-        file("blkio", "blkio.throttle.io_serviced"),
-    ) {
+    if let Some(bytes) = file("blkio", "blkio.throttle.io_service_bytes") {
+        let ops = file("blkio", "blkio.throttle.io_serviced");
         s.blkio = parse_blkio_v1(&bytes, ops.as_deref().unwrap_or(""));
     }
-    s.pids.current = num("pids", "pids.current");
-    s.pids.limit = file("pids", "pids.max").and_then(|t| parse_max(&t));
+    s.pids.current = num(file("pids", "pids.current"));
     s.procs = ["pids", "cpuacct", "memory"]
         .iter()
         .find_map(|c| file(c, "cgroup.procs"))
         .map(|t| parse_procs(&t))
         .unwrap_or_default();
+
+    let mut slow = |ctrl: &str, name: &str| path(ctrl, name).and_then(|p| f.text_slow(&p));
+    s.cpu.quota_us = slow("cpu", "cpu.cfs_quota_us").and_then(|t| t.trim().parse::<u64>().ok());
+    s.cpu.period_us = num(slow("cpu", "cpu.cfs_period_us"));
+    s.memory.limit = num(slow("memory", "memory.limit_in_bytes")).filter(|l| *l < V1_UNLIMITED);
+    s.pids.limit = slow("pids", "pids.max").and_then(|t| parse_max(&t));
     s
 }
 
-fn read_v2(proc: &ProcRoot, dir: &str) -> CgroupStats {
-    let file = |name: &str| proc.read_opt(format!("{dir}/{name}"));
-    let num = |name: &str| file(name).and_then(|t| t.trim().parse::<u64>().ok());
+fn read_v2(f: &mut dyn Files, dir: &str) -> CgroupStats {
+    let mut file = |name: &str| f.text(&format!("{dir}/{name}"));
     let mut s = CgroupStats {
         version: 2,
         ..Default::default()
@@ -132,12 +132,7 @@ fn read_v2(proc: &ProcRoot, dir: &str) -> CgroupStats {
         s.cpu.throttled_periods = kv.get("nr_throttled").copied();
         s.cpu.throttled_ns = kv.get("throttled_usec").map(|u| u * 1000);
     }
-    if let Some(max) = file("cpu.max") {
-        let mut it = max.split_whitespace();
-        s.cpu.quota_us = it.next().and_then(|q| q.parse().ok());
-        s.cpu.period_us = it.next().and_then(|p| p.parse().ok());
-    }
-    s.memory.usage = num("memory.current");
+    s.memory.usage = num(file("memory.current"));
     if let Some(stat) = file("memory.stat") {
         let kv = parse_kv(&stat);
         s.memory.rss = kv.get("anon").copied();
@@ -145,7 +140,6 @@ fn read_v2(proc: &ProcRoot, dir: &str) -> CgroupStats {
         let inactive = kv.get("inactive_file").copied().unwrap_or(0);
         s.memory.working_set = s.memory.usage.map(|u| u.saturating_sub(inactive));
     }
-    s.memory.limit = file("memory.max").and_then(|t| parse_max(&t));
     if let Some(ev) = file("memory.events") {
         let kv = parse_kv(&ev);
         s.memory.failcnt = kv.get("max").copied();
@@ -154,21 +148,28 @@ fn read_v2(proc: &ProcRoot, dir: &str) -> CgroupStats {
     if let Some(io) = file("io.stat") {
         s.blkio = parse_io_stat_v2(&io);
     }
-    s.pids.current = num("pids.current");
-    s.pids.limit = file("pids.max").and_then(|t| parse_max(&t));
-    s.psi = read_psi(proc, dir);
+    s.pids.current = num(file("pids.current"));
     s.procs = file("cgroup.procs")
         .map(|t| parse_procs(&t))
         .unwrap_or_default();
+    let mut slow = |name: &str| f.text_slow(&format!("{dir}/{name}"));
+    if let Some(max) = slow("cpu.max") {
+        let mut it = max.split_whitespace();
+        s.cpu.quota_us = it.next().and_then(|q| q.parse().ok());
+        s.cpu.period_us = it.next().and_then(|p| p.parse().ok());
+    }
+    s.memory.limit = slow("memory.max").and_then(|t| parse_max(&t));
+    s.pids.limit = slow("pids.max").and_then(|t| parse_max(&t));
+    s.psi = read_psi(f, dir);
     s
 }
 
 /// The `*.pressure` files of a unified-hierarchy directory; `None` when the kernel has none.
-fn read_psi(proc: &ProcRoot, dir: &str) -> Option<Pressure> {
-    let file = |name: &str| proc.read_opt(format!("{dir}/{name}"));
-    let cpu = file("cpu.pressure").map(|t| parse_psi(&t));
-    let mem = file("memory.pressure").map(|t| parse_psi(&t));
-    let io = file("io.pressure").map(|t| parse_psi(&t));
+fn read_psi(f: &mut dyn Files, dir: &str) -> Option<Pressure> {
+    let mut file = |name: &str| f.text(&format!("{dir}/{name}")).map(|t| parse_psi(&t));
+    let cpu = file("cpu.pressure");
+    let mem = file("memory.pressure");
+    let io = file("io.pressure");
     if cpu.is_none() && mem.is_none() && io.is_none() {
         return None;
     }

@@ -1,22 +1,26 @@
 //! One collection round: containers (from the engine crate) → kernel numbers → a [`Snapshot`].
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use whittle_engine::procfs::{CgroupMounts, ProcRoot};
 use whittle_engine::{Container, NetworkMode};
 
 use crate::cgroup::{self, clock_ticks_per_sec, page_size};
+use crate::files::{Cached, Direct, Files, Session};
 use crate::sample::{ContainerSample, Interface, NetnsMode, Network, Process, Snapshot};
 use crate::{Error, Result};
 
 /// Reads the kernel's numbers for containers. Holds the cgroup mount table, read once.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Collector {
     proc: ProcRoot,
     mounts: CgroupMounts,
     /// Whether to read every process of every container (the per-process view).
     pub processes: bool,
+    /// Kept descriptors and names of block devices, across collections.
+    cache: Mutex<(Cached, BTreeMap<(u32, u32), String>)>,
 }
 
 impl Collector {
@@ -26,6 +30,7 @@ impl Collector {
             proc,
             mounts,
             processes: false,
+            cache: Mutex::default(),
         })
     }
 
@@ -39,6 +44,40 @@ impl Collector {
     }
 
     pub fn collect_at(&self, containers: &[&Container], time_ns: u64) -> Snapshot {
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (cache, devices) = &mut *guard;
+        cache.begin();
+        let snap = self.collect_with(
+            &mut Session {
+                root: &self.proc,
+                cache,
+            },
+            devices,
+            containers,
+            time_ns,
+        );
+        cache.end();
+        snap
+    }
+
+    /// One collection reading every file afresh (no descriptors kept): what a one-off
+    /// command or a recorded tree wants.
+    pub fn collect_direct(&self, containers: &[&Container], time_ns: u64) -> Snapshot {
+        self.collect_with(
+            &mut Direct(&self.proc),
+            &mut BTreeMap::new(),
+            containers,
+            time_ns,
+        )
+    }
+
+    fn collect_with(
+        &self,
+        files: &mut dyn Files,
+        devices: &mut BTreeMap<(u32, u32), String>,
+        containers: &[&Container],
+        time_ns: u64,
+    ) -> Snapshot {
         let host_netns = self.proc.own_netns().ok();
         let mut running: Vec<&Container> = containers
             .iter()
@@ -58,20 +97,23 @@ impl Collector {
             }
         }
 
-        let containers = running
-            .iter()
-            .map(|c| {
+        let mut out = Vec::with_capacity(running.len());
+        for c in &running {
+            out.push({
                 let pid = c.pid.unwrap_or(0);
                 let stats = c
                     .cgroups
                     .as_ref()
-                    .map(|cg| cgroup::read(&self.proc, &self.mounts, cg))
+                    .map(|cg| cgroup::read(files, &self.mounts, cg))
                     .unwrap_or_default();
                 let mut blkio = stats.blkio;
                 for d in &mut blkio {
-                    d.device = cgroup::device_name(&self.proc, d.major, d.minor);
+                    d.device = devices
+                        .entry((d.major, d.minor))
+                        .or_insert_with(|| cgroup::device_name(&self.proc, d.major, d.minor))
+                        .clone();
                 }
-                let net = self.network(c, pid, host_netns, &netns_owner, &netns_members);
+                let net = self.network(files, c, pid, host_netns, &netns_owner, &netns_members);
                 let processes = if self.processes {
                     stats
                         .procs
@@ -98,16 +140,17 @@ impl Collector {
                     process_count: c.cgroups.as_ref().map(|_| stats.procs.len() as u64),
                     processes,
                 }
-            })
-            .collect();
+            });
+        }
         Snapshot {
             time_ns,
-            containers,
+            containers: out,
         }
     }
 
     fn network(
         &self,
+        files: &mut dyn Files,
         c: &Container,
         pid: u32,
         host_netns: Option<u64>,
@@ -132,8 +175,8 @@ impl Collector {
         let is_owner = counted_in.as_deref() == Some(c.name.as_str());
         // /proc/PID/net/dev shows the namespace of PID: no setns, no tool in the container.
         let interfaces = if is_owner {
-            self.proc
-                .read_opt(format!("/proc/{pid}/net/dev"))
+            files
+                .text(&format!("/proc/{pid}/net/dev"))
                 .map(|t| parse_net_dev(&t))
                 .unwrap_or_default()
         } else {

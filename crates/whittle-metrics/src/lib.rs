@@ -9,6 +9,7 @@
 pub mod archive;
 mod cgroup;
 pub mod collect;
+mod files;
 pub mod openmetrics;
 pub mod plot;
 pub mod rates;

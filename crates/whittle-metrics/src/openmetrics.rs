@@ -88,32 +88,17 @@ macro_rules! simple {
     };
 }
 
-macro_rules! per_device {
-    ($name:literal, $unit:expr, $help:literal, $field:ident) => {
+/// A counter with one sample per element of a list (devices, interfaces), labelled by it.
+macro_rules! per_item {
+    ($name:literal, $unit:expr, $help:literal, |$c:ident| $items:expr, $label:literal, $key:ident, $field:ident) => {
         Family {
             name: $name,
             kind: Kind::Counter,
             unit: $unit,
             help: $help,
-            extract: |c, out| {
-                for d in &c.blkio {
-                    out.push((vec![("device", d.device.clone())], Value::Int(d.$field)));
-                }
-            },
-        }
-    };
-}
-
-macro_rules! per_iface {
-    ($name:literal, $unit:expr, $help:literal, $field:ident) => {
-        Family {
-            name: $name,
-            kind: Kind::Counter,
-            unit: $unit,
-            help: $help,
-            extract: |c, out| {
-                for i in &c.net.interfaces {
-                    out.push((vec![("interface", i.name.clone())], Value::Int(i.$field)));
+            extract: |$c, out| {
+                for x in $items {
+                    out.push((vec![($label, x.$key.clone())], Value::Int(x.$field)));
                 }
             },
         }
@@ -167,21 +152,21 @@ fn families() -> Vec<Family> {
         simple!("container_spec_memory_limit_bytes", Gauge, BYTES, "Memory limit for the container (absent when unlimited).", |c| c.memory.limit.map(Value::Int)),
         simple!("container_memory_failcnt", Gauge, None, "Number of times memory usage hit the limit.", |c| c.memory.failcnt.map(Value::Int)),
         simple!("container_oom_events", Counter, None, "Count of out of memory kills in the container.", |c| c.memory.oom_kills.map(Value::Int)),
-        per_device!("container_fs_reads_bytes", BYTES, "Cumulative count of bytes read.", read_bytes),
-        per_device!("container_fs_writes_bytes", BYTES, "Cumulative count of bytes written.", write_bytes),
-        per_device!("container_fs_reads", None, "Cumulative count of reads completed.", reads),
-        per_device!("container_fs_writes", None, "Cumulative count of writes completed.", writes),
+        per_item!("container_fs_reads_bytes", BYTES, "Cumulative count of bytes read.", |c| &c.blkio, "device", device, read_bytes),
+        per_item!("container_fs_writes_bytes", BYTES, "Cumulative count of bytes written.", |c| &c.blkio, "device", device, write_bytes),
+        per_item!("container_fs_reads", None, "Cumulative count of reads completed.", |c| &c.blkio, "device", device, reads),
+        per_item!("container_fs_writes", None, "Cumulative count of writes completed.", |c| &c.blkio, "device", device, writes),
         simple!("container_threads", Gauge, None, "Number of threads (tasks) running inside the container.", |c| c.pids.current.map(Value::Int)),
         simple!("container_threads_max", Gauge, None, "Maximum number of threads allowed (absent when unlimited).", |c| c.pids.limit.map(Value::Int)),
         simple!("container_processes", Gauge, None, "Number of processes running inside the container.", |c| c.process_count.map(Value::Int)),
-        per_iface!("container_network_receive_bytes", BYTES, "Cumulative count of bytes received.", rx_bytes),
-        per_iface!("container_network_receive_packets", None, "Cumulative count of packets received.", rx_packets),
-        per_iface!("container_network_receive_errors", None, "Cumulative count of errors encountered while receiving.", rx_errors),
-        per_iface!("container_network_receive_packets_dropped", None, "Cumulative count of packets dropped while receiving.", rx_dropped),
-        per_iface!("container_network_transmit_bytes", BYTES, "Cumulative count of bytes transmitted.", tx_bytes),
-        per_iface!("container_network_transmit_packets", None, "Cumulative count of packets transmitted.", tx_packets),
-        per_iface!("container_network_transmit_errors", None, "Cumulative count of errors encountered while transmitting.", tx_errors),
-        per_iface!("container_network_transmit_packets_dropped", None, "Cumulative count of packets dropped while transmitting.", tx_dropped),
+        per_item!("container_network_receive_bytes", BYTES, "Cumulative count of bytes received.", |c| &c.net.interfaces, "interface", name, rx_bytes),
+        per_item!("container_network_receive_packets", None, "Cumulative count of packets received.", |c| &c.net.interfaces, "interface", name, rx_packets),
+        per_item!("container_network_receive_errors", None, "Cumulative count of errors encountered while receiving.", |c| &c.net.interfaces, "interface", name, rx_errors),
+        per_item!("container_network_receive_packets_dropped", None, "Cumulative count of packets dropped while receiving.", |c| &c.net.interfaces, "interface", name, rx_dropped),
+        per_item!("container_network_transmit_bytes", BYTES, "Cumulative count of bytes transmitted.", |c| &c.net.interfaces, "interface", name, tx_bytes),
+        per_item!("container_network_transmit_packets", None, "Cumulative count of packets transmitted.", |c| &c.net.interfaces, "interface", name, tx_packets),
+        per_item!("container_network_transmit_errors", None, "Cumulative count of errors encountered while transmitting.", |c| &c.net.interfaces, "interface", name, tx_errors),
+        per_item!("container_network_transmit_packets_dropped", None, "Cumulative count of packets dropped while transmitting.", |c| &c.net.interfaces, "interface", name, tx_dropped),
         psi!("whittle_container_pressure_cpu_some_seconds", "Time some tasks of the container stalled waiting for CPU (PSI).", cpu_some_us),
         psi!("whittle_container_pressure_cpu_full_seconds", "Time all tasks of the container stalled waiting for CPU (PSI).", cpu_full_us),
         psi!("whittle_container_pressure_memory_some_seconds", "Time some tasks stalled on memory (PSI).", memory_some_us),

@@ -115,6 +115,12 @@ impl Serve {
     }
 }
 
+/// `whittle metrics replay DIR --range` over all time.
+fn replay_all(dir: &Path) -> common::Run {
+    let dir = dir.to_str().unwrap();
+    whittle(["metrics", "replay", dir, "--range", "0..9999999999"], &[])
+}
+
 /// `docker stats --no-stream` for one container, as JSON.
 fn docker_stats(name: &str) -> serde_json::Value {
     let r = run(
@@ -534,33 +540,13 @@ fn archive_replays_the_served_bytes_survives_kill_9_and_skips_damage() {
         .find(|p| p.extension().is_some_and(|x| x == "wmarch"))
         .unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
-    let all = whittle(
-        [
-            "metrics",
-            "replay",
-            rec.path().to_str().unwrap(),
-            "--range",
-            "0..9999999999",
-        ],
-        &[],
-    )
-    .ok("replay range");
+    let all = replay_all(rec.path()).ok("replay range");
     let frames = all.stdout.matches("# EOF").count();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     bytes.truncate(bytes.len() - 7);
     std::fs::write(&file, &bytes).unwrap();
-    let r = whittle(
-        [
-            "metrics",
-            "replay",
-            rec.path().to_str().unwrap(),
-            "--range",
-            "0..9999999999",
-        ],
-        &[],
-    )
-    .ok("replay of a damaged archive");
+    let r = replay_all(rec.path()).ok("replay of a damaged archive");
     let left = r.stdout.matches("# EOF").count();
     assert!(
         left >= frames - 3 && left < frames,
