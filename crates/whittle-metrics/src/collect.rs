@@ -12,6 +12,9 @@ use crate::files::{Cached, Direct, Files, Session};
 use crate::sample::{ContainerSample, Interface, NetnsMode, Network, Process, Snapshot};
 use crate::{Error, Result};
 
+/// `/dev/NAME` of each block device seen, by (major, minor).
+type DeviceNames = BTreeMap<(u32, u32), String>;
+
 /// Reads the kernel's numbers for containers. Holds the cgroup mount table, read once.
 #[derive(Debug)]
 pub struct Collector {
@@ -20,7 +23,7 @@ pub struct Collector {
     /// Whether to read every process of every container (the per-process view).
     pub processes: bool,
     /// Kept descriptors and names of block devices, across collections.
-    cache: Mutex<(Cached, BTreeMap<(u32, u32), String>)>,
+    cache: Mutex<(Cached, DeviceNames)>,
 }
 
 impl Collector {
@@ -74,7 +77,7 @@ impl Collector {
     fn collect_with(
         &self,
         files: &mut dyn Files,
-        devices: &mut BTreeMap<(u32, u32), String>,
+        devices: &mut DeviceNames,
         containers: &[&Container],
         time_ns: u64,
     ) -> Snapshot {

@@ -28,7 +28,7 @@ enum Source {
         interval: Duration,
     },
     Archive {
-        archive: Archive,
+        archive: Box<Archive>,
         name: String,
         frame: usize,
     },
@@ -85,7 +85,7 @@ pub fn archive(dir: &Path, sort: SortKey, color: bool) -> Result<()> {
     }
     let view = View::new(
         Source::Archive {
-            archive,
+            archive: Box::new(archive),
             name: dir.display().to_string(),
             frame: 0,
         },
