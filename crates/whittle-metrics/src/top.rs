@@ -22,13 +22,13 @@ use crate::{Collector, Error, Result, Snapshot};
 enum Source {
     Live {
         // Kept alive for the watcher's task.
-        _rt: tokio::runtime::Runtime,
+        _rt: Box<tokio::runtime::Runtime>,
         watcher: Watcher,
-        collector: Collector,
+        collector: Box<Collector>,
         interval: Duration,
     },
     Archive {
-        archive: Box<Archive>,
+        archive: Archive,
         name: String,
         frame: usize,
     },
@@ -62,9 +62,9 @@ pub fn live(host: Option<&str>, interval: Duration, sort: SortKey, color: bool) 
     collector.processes = true;
     let mut view = View::new(
         Source::Live {
-            _rt: rt,
+            _rt: Box::new(rt),
             watcher,
-            collector,
+            collector: Box::new(collector),
             interval,
         },
         sort,
@@ -85,7 +85,7 @@ pub fn archive(dir: &Path, sort: SortKey, color: bool) -> Result<()> {
     }
     let view = View::new(
         Source::Archive {
-            archive: Box::new(archive),
+            archive,
             name: dir.display().to_string(),
             frame: 0,
         },
