@@ -29,6 +29,7 @@ pub struct Collector {
 impl Collector {
     pub fn new(proc: ProcRoot) -> Result<Self> {
         let mounts = proc.cgroup_mounts().map_err(Error::Engine)?;
+        crate::files::raise_nofile_limit();
         Ok(Self {
             proc,
             mounts,

@@ -973,18 +973,24 @@ fn top_renders_live_and_archive_views_in_a_terminal() {
     );
     tmux(&["send-keys", "-t", "v", "n"]);
     screen("sort Name");
-    // Select our container's row, open its processes.
-    let text = screen(&c.name);
-    let rows: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("wm-") || l.contains(&c.name))
-        .collect();
-    let pos = rows.iter().position(|l| l.contains(&c.name)).unwrap_or(0);
-    for _ in 0..pos {
-        tmux(&["send-keys", "-t", "v", "Down"]);
-    }
+    // Open the processes pane, then move the selection down until it shows our container
+    // (other containers on the engine are listed too).
     tmux(&["send-keys", "-t", "v", "Enter"]);
-    let text = screen("processes of");
+    let title = format!("processes of {}", c.name);
+    let text = wait_for(
+        &format!("`{title}` on the screen"),
+        Duration::from_secs(20),
+        || {
+            let o = tmux(&["capture-pane", "-p", "-t", "v"]);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if text.contains(&title) {
+                return Some(text);
+            }
+            tmux(&["send-keys", "-t", "v", "Down"]);
+            std::thread::sleep(Duration::from_millis(300));
+            None
+        },
+    );
     assert!(text.contains("sleep") || text.contains("sh -c"), "{text}");
     tmux(&["send-keys", "-t", "v", "q"]);
     wait_for("top to exit on q", Duration::from_secs(10), || {
