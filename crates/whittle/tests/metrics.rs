@@ -1033,3 +1033,88 @@ fn top_renders_live_and_archive_views_in_a_terminal() {
     assert!(text.contains(&c.name), "{text}");
     tmux(&["send-keys", "-t", "v", "q"]);
 }
+
+/// A relay between a socket of the test's and the engine's socket that the test can cut: every
+/// connection is closed and new ones are refused until it is restored.
+struct EngineRelay {
+    path: PathBuf,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl EngineRelay {
+    fn start(path: PathBuf) -> EngineRelay {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let listener = UnixListener::bind(&path).expect("relay socket");
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<Mutex<Vec<UnixStream>>> = Default::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the engine is "down"
+                }
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    continue;
+                };
+                let mut list = conns2.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(engine.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                    (engine, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        EngineRelay { path, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The event stream breaks (the engine "restarts"): the watcher re-syncs in full, so a container
+/// started while it was cut off is picked up, and one removed meanwhile is dropped.
+#[test]
+fn a_broken_event_stream_is_followed_by_a_full_resync() {
+    let base = fixture_image("base");
+    let dir = tempdir("relay");
+    let relay = EngineRelay::start(dir.path().join("engine.sock"));
+    let host = format!("unix://{}", relay.path.display());
+    let gone = TestContainer::run("wm-gone", &[&base, "sleep", "600"]);
+    let s = Serve::start(&["--host", &host]);
+    s.wait_for("container_memory_usage_bytes", &gone.name);
+    relay.cut();
+    let late = TestContainer::run("wm-late", &[&base, "sleep", "600"]);
+    let gone_name = gone.name.clone();
+    drop(gone);
+    std::thread::sleep(Duration::from_secs(2));
+    let x = s.scrape();
+    assert!(
+        value(&x, "container_memory_usage_bytes", &late.name).is_none(),
+        "seen without the engine?"
+    );
+    relay.restore();
+    let x = s.wait_for("container_memory_usage_bytes", &late.name);
+    assert!(
+        value(&x, "container_memory_usage_bytes", &gone_name).is_none(),
+        "a container removed while the stream was down is still listed"
+    );
+    let log = s.daemon.log_text();
+    assert!(log.contains("re-syncing with the engine"), "{log}");
+}
