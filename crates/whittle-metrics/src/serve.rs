@@ -5,7 +5,7 @@
 //! scrape cheap whatever the number of scrapers, and makes what was served at time T exactly
 //! what the archive holds for T (`metrics replay --at T` prints the same bytes).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,21 +98,22 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
 
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut known: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let inv = watcher.current();
-                let now: BTreeSet<String> = inv.containers.keys().cloned().collect();
-                for id in now.difference(&known) {
-                    if let Some(c) = inv.containers.get(id) {
+                for (id, c) in &inv.containers {
+                    if !known.contains_key(id) {
                         log(&format!("watching {} ({}, image {}): running", c.name, c.short_id(), c.image));
                     }
                 }
-                for id in known.difference(&now) {
-                    log(&format!("stopped watching {}: no longer running", &id[..id.len().min(12)]));
+                for (id, name) in &known {
+                    if !inv.containers.contains_key(id) {
+                        log(&format!("stopped watching {name} ({}): no longer running", &id[..id.len().min(12)]));
+                    }
                 }
-                known = now;
+                known = inv.containers.iter().map(|(id, c)| (id.clone(), c.name.clone())).collect();
                 let list: Vec<_> = inv.containers.values().collect();
                 let snap = Arc::new(collector.collect(&list));
                 if let Some(w) = writer.as_mut() {
