@@ -30,6 +30,8 @@ pub struct Inventory {
     pub events: u64,
     /// Engine API calls made (lists and inspects), so callers can report calls per event.
     pub api_calls: u64,
+    /// Containers whose inspect failed in the last full sync (kept as they were known).
+    pub inspect_failures: u64,
 }
 
 /// A running watcher: read [`Watcher::current`], or wait for a change with [`Watcher::changed`].
@@ -154,15 +156,26 @@ async fn full_sync(
     let ids = engine.list_ids(!running_only).await?;
     inv.api_calls += 1;
     let mut fresh = BTreeMap::new();
+    let mut failed = 0;
     for id in ids {
         inv.api_calls += 1;
-        if let Some(c) = engine.inspect(&id, proc).await? {
-            if !running_only || c.is_running() {
+        match engine.inspect(&id, proc).await {
+            Ok(Some(c)) if !running_only || c.is_running() => {
                 fresh.insert(c.id.clone(), c);
+            }
+            Ok(_) => {}
+            // One container the engine cannot describe must not keep the others unwatched:
+            // keep what was known of it and go on.
+            Err(_) => {
+                failed += 1;
+                if let Some(old) = inv.containers.get(&id) {
+                    fresh.insert(id.clone(), old.clone());
+                }
             }
         }
     }
     inv.containers = fresh;
+    inv.inspect_failures = failed;
     Ok(())
 }
 
@@ -182,14 +195,16 @@ async fn apply(
         "start" | "restart" | "die" | "stop" | "rename" | "health_status" | "pause" | "unpause"
         | "update" | "create" | "oom" => {
             inv.api_calls += 1;
-            let got = engine.inspect(id, proc).await.ok().flatten();
-            match got {
-                Some(c) if !running_only || c.is_running() => {
+            match engine.inspect(id, proc).await {
+                Ok(Some(c)) if !running_only || c.is_running() => {
                     let changed = inv.containers.get(id) != Some(&c);
                     inv.containers.insert(id.to_string(), c);
                     changed
                 }
-                _ => inv.containers.remove(id).is_some(),
+                Ok(_) => inv.containers.remove(id).is_some(),
+                // A failed inspect says nothing about the container: keep what is known (the
+                // next event or re-sync corrects it) rather than drop a running container.
+                Err(_) => false,
             }
         }
         _ => false,

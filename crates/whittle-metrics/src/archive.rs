@@ -76,6 +76,10 @@ impl ArchiveWriter {
             .map_err(|e| io(&path, e))?;
         file.write_all(FILE_MAGIC).map_err(|e| io(&path, e))?;
         file.sync_data().map_err(|e| io(&path, e))?;
+        // The new name must survive a power loss too, not only the frames.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))?;
         Ok(Self {
             path,
             file,
@@ -160,6 +164,8 @@ pub struct Archive {
     pub frames: Vec<FrameRef>,
     /// One line per damaged or unreadable part, naming the file and offset.
     pub warnings: Vec<String>,
+    /// (file, seq) of each key frame → its index in `frames`.
+    keys: std::collections::HashMap<(usize, u64), usize>,
 }
 
 impl Archive {
@@ -181,6 +187,7 @@ impl Archive {
             files: Vec::new(),
             frames: Vec::new(),
             warnings: Vec::new(),
+            keys: Default::default(),
         };
         for p in paths {
             let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
@@ -189,6 +196,13 @@ impl Archive {
             a.files.push((p, bytes));
         }
         a.frames.sort_by_key(|f| (f.time_ns, f.file, f.seq));
+        a.keys = a
+            .frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.key)
+            .map(|(i, f)| ((f.file, f.seq), i))
+            .collect();
         Ok(a)
     }
 
@@ -265,9 +279,9 @@ impl Archive {
             zstd::bulk::decompress(payload, MAX_PAYLOAD).map_err(|e| bad(e.to_string()))?
         } else {
             let key = self
-                .frames
-                .iter()
-                .find(|k| k.file == f.file && k.key && k.seq == f.key_seq)
+                .keys
+                .get(&(f.file, f.key_seq))
+                .map(|&k| &self.frames[k])
                 .ok_or_else(|| bad(format!("its key frame {} is damaged or missing", f.key_seq)))?;
             let dict = zstd::bulk::decompress(&bytes[key.payload.clone()], MAX_PAYLOAD)
                 .map_err(|e| bad(e.to_string()))?;

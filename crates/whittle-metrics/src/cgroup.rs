@@ -34,8 +34,8 @@ pub(crate) struct CgroupStats {
     pub blkio: Vec<BlockDevice>,
     pub pids: Pids,
     pub psi: Option<Pressure>,
-    /// The pids in the cgroup (`cgroup.procs`).
-    pub procs: Vec<u32>,
+    /// The pids in the cgroup (`cgroup.procs`); `None` when unreadable.
+    pub procs: Option<Vec<u32>>,
 }
 
 /// Reads every statistic for a process with cgroups `cg`. v1 controllers win on hybrid hosts
@@ -46,7 +46,9 @@ pub(crate) fn read(f: &mut dyn Files, mounts: &CgroupMounts, cg: &Cgroups) -> Cg
         let mut s = read_v1(f, mounts, cg);
         // Hybrid hosts: the controllers are v1, but the kernel keeps pressure (PSI) per cgroup
         // in the unified hierarchy, where Docker also places each container.
-        if let Some(dir) = mounts.v2_dir(cg).filter(|d| d.len() > 1) {
+        // A process left at the unified root (`0::/`) has no pressure of its own there.
+        let own = cg.v2.as_deref().is_some_and(|p| p != "/");
+        if let Some(dir) = mounts.v2_dir(cg).filter(|_| own) {
             s.psi = read_psi(f, &dir);
         }
         s
@@ -98,16 +100,22 @@ fn read_v1(f: &mut dyn Files, mounts: &CgroupMounts, cg: &Cgroups) -> CgroupStat
     s.memory.failcnt = num(file("memory", "memory.failcnt"));
     s.memory.oom_kills =
         file("memory", "memory.oom_control").and_then(|t| parse_kv(&t).get("oom_kill").copied());
-    if let Some(bytes) = file("blkio", "blkio.throttle.io_service_bytes") {
-        let ops = file("blkio", "blkio.throttle.io_serviced");
+    // The `_recursive` files include child cgroups (what runc and `docker stats` read); older
+    // kernels have only the plain ones.
+    let bytes = file("blkio", "blkio.throttle.io_service_bytes_recursive")
+        .or_else(|| file("blkio", "blkio.throttle.io_service_bytes"));
+    if let Some(bytes) = bytes {
+        let ops = file("blkio", "blkio.throttle.io_serviced_recursive")
+            .or_else(|| file("blkio", "blkio.throttle.io_serviced"));
         s.blkio = parse_blkio_v1(&bytes, ops.as_deref().unwrap_or(""));
     }
     s.pids.current = num(file("pids", "pids.current"));
+    // v1 builds a cgroup.procs pid list on the first read after an open and serves later reads
+    // from it: this one file is opened afresh every time.
     s.procs = ["pids", "cpuacct", "memory"]
         .iter()
-        .find_map(|c| file(c, "cgroup.procs"))
-        .map(|t| parse_procs(&t))
-        .unwrap_or_default();
+        .find_map(|c| path(c, "cgroup.procs").and_then(|p| f.text_fresh(&p)))
+        .map(|t| parse_procs(&t));
 
     let mut slow = |ctrl: &str, name: &str| path(ctrl, name).and_then(|p| f.text_slow(&p));
     s.cpu.quota_us = slow("cpu", "cpu.cfs_quota_us").and_then(|t| t.trim().parse::<u64>().ok());
@@ -149,9 +157,9 @@ fn read_v2(f: &mut dyn Files, dir: &str) -> CgroupStats {
         s.blkio = parse_io_stat_v2(&io);
     }
     s.pids.current = num(file("pids.current"));
-    s.procs = file("cgroup.procs")
-        .map(|t| parse_procs(&t))
-        .unwrap_or_default();
+    s.procs = f
+        .text_fresh(&format!("{dir}/cgroup.procs"))
+        .map(|t| parse_procs(&t));
     let mut slow = |name: &str| f.text_slow(&format!("{dir}/{name}"));
     if let Some(max) = slow("cpu.max") {
         let mut it = max.split_whitespace();

@@ -91,13 +91,18 @@ impl Collector {
         running.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
 
         // Containers sharing one network namespace (`--network container:X`, Swarm/pod
-        // sandboxes): the counters are counted once, in the first by name, the others point at it.
+        // sandboxes) are counted once, in the owner, and the others point at it. The owner is
+        // the container that made the namespace (not a `container:X` joiner), so it does not
+        // change when a joiner comes or goes; among several makers, the first by name.
         let mut netns_owner: BTreeMap<u64, &str> = BTreeMap::new();
         let mut netns_members: BTreeMap<u64, usize> = BTreeMap::new();
-        for c in &running {
-            if let Some(ns) = c.netns {
-                netns_owner.entry(ns).or_insert(c.name.as_str());
-                *netns_members.entry(ns).or_default() += 1;
+        for joiners in [false, true] {
+            for c in &running {
+                let joiner = matches!(c.network_mode, NetworkMode::Container(_));
+                if let (Some(ns), true) = (c.netns, joiner == joiners) {
+                    netns_owner.entry(ns).or_insert(c.name.as_str());
+                    *netns_members.entry(ns).or_default() += 1;
+                }
             }
         }
 
@@ -119,16 +124,22 @@ impl Collector {
                 }
                 let net = self.network(files, c, pid, host_netns, &netns_owner, &netns_members);
                 let processes = if self.processes {
-                    stats
-                        .procs
-                        .iter()
-                        .filter_map(|p| self.process(*p))
-                        .collect()
+                    let procs = stats.procs.as_deref().unwrap_or_default();
+                    procs.iter().filter_map(|p| self.process(*p)).collect()
                 } else {
                     Vec::new()
                 };
+                let cgroup_path = c
+                    .cgroups
+                    .as_ref()
+                    .and_then(|cg| {
+                        let v1 = cg.v1.get("memory").or_else(|| cg.v1.get("cpuacct"));
+                        v1.or(cg.v2.as_ref()).cloned()
+                    })
+                    .unwrap_or_else(|| format!("/docker/{}", c.id));
                 ContainerSample {
                     id: c.id.clone(),
+                    cgroup_path,
                     name: c.name.clone(),
                     image: c.image.clone(),
                     swarm_service: c.swarm_service.clone(),
@@ -141,7 +152,7 @@ impl Collector {
                     pids: stats.pids,
                     net,
                     psi: stats.psi,
-                    process_count: c.cgroups.as_ref().map(|_| stats.procs.len() as u64),
+                    process_count: stats.procs.as_ref().map(|p| p.len() as u64),
                     processes,
                 }
             });
@@ -180,7 +191,7 @@ impl Collector {
         // /proc/PID/net/dev shows the namespace of PID: no setns, no tool in the container.
         let interfaces = if is_owner {
             files
-                .text(&format!("/proc/{pid}/net/dev"))
+                .text_fresh(&format!("/proc/{pid}/net/dev"))
                 .map(|t| parse_net_dev(&t))
                 .unwrap_or_default()
         } else {
@@ -223,10 +234,14 @@ pub(crate) fn parse_net_dev(text: &str) -> Vec<Interface> {
         if name == "lo" {
             continue;
         }
-        let n: Vec<u64> = rest
+        // Positional: a field that does not parse drops the line rather than shift columns.
+        let Ok(n) = rest
             .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
+            .map(str::parse::<u64>)
+            .collect::<Result<Vec<u64>, _>>()
+        else {
+            continue;
+        };
         if n.len() < 12 {
             continue;
         }

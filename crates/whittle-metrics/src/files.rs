@@ -25,6 +25,10 @@ pub(crate) trait Files {
     fn text_slow(&mut self, path: &str) -> Option<String> {
         self.text(path)
     }
+    /// Opened, read to the end and closed every time: for files whose kept descriptor would
+    /// serve stale data (v1 `cgroup.procs`) or pin what it reads (`/proc/PID/net/dev` holds its
+    /// network namespace), and whose records may span several reads.
+    fn text_fresh(&mut self, path: &str) -> Option<String>;
 }
 
 /// Plain reads: open, read, close (one-off collections and tests on recorded trees).
@@ -34,6 +38,9 @@ impl Files for Direct<'_> {
     fn text(&mut self, path: &str) -> Option<String> {
         self.0.read_opt(path)
     }
+    fn text_fresh(&mut self, path: &str) -> Option<String> {
+        self.0.read_opt(path)
+    }
 }
 
 struct Entry {
@@ -41,7 +48,7 @@ struct Entry {
     /// The collection that last asked for it.
     used: u64,
     /// For slow files: contents and the collection they were read in.
-    slow: Option<(u64, Option<String>)>,
+    slow: Option<(u64, String)>,
 }
 
 /// Raises the soft limit on open files to the hard limit: a hundred containers keep about
@@ -91,7 +98,17 @@ impl Cached {
         self.entries.retain(|_, e| e.used == round);
     }
 
+    /// Reads through the kept descriptor; on a failure (the cgroup was recreated by a restart,
+    /// the descriptor went stale) opens the path again once.
     fn read_entry(&mut self, root: &ProcRoot, path: &str) -> Option<String> {
+        match self.read_once(root, path) {
+            Ok(text) => text,
+            Err(()) => self.read_once(root, path).ok().flatten(),
+        }
+    }
+
+    /// `Err` when a kept descriptor failed (worth one more try with a new one).
+    fn read_once(&mut self, root: &ProcRoot, path: &str) -> Result<Option<String>, ()> {
         let round = self.round;
         // Look up before inserting: the key is allocated only for a new file.
         if !self.entries.contains_key(path) {
@@ -112,21 +129,27 @@ impl Cached {
             match File::open(root.path(path)) {
                 Ok(f) => e.file = Some(f),
                 // Out of descriptors: read it the plain way rather than lose the number.
-                Err(err) if err.raw_os_error() == Some(libc::EMFILE) => return root.read_opt(path),
-                Err(_) => return None,
+                Err(err) if err.raw_os_error() == Some(libc::EMFILE) => {
+                    return Ok(root.read_opt(path))
+                }
+                Err(_) => return Ok(None),
             }
         }
-        let file = e.file.as_ref()?;
+        let Some(file) = e.file.as_ref() else {
+            return Ok(None);
+        };
         if self.buf.len() < 64 << 10 {
             self.buf.resize(64 << 10, 0);
         }
+        // The files kept open are single-record seq_files (one `show` prints them whole), so a
+        // read that does not fill the buffer got everything; multi-record files go through
+        // `text_fresh`, which reads to the end.
         let mut total = 0;
         loop {
             match file.read_at(&mut self.buf[total..], total as u64) {
                 Ok(0) => break,
                 Ok(n) => {
                     total += n;
-                    // seq_file fills the buffer unless it reached the end.
                     if total < self.buf.len() {
                         break;
                     }
@@ -134,13 +157,15 @@ impl Cached {
                     self.buf.resize(grow, 0);
                 }
                 Err(_) => {
-                    // The cgroup or process went away under the descriptor.
+                    // The cgroup was removed or recreated under the descriptor.
                     self.entries.remove(path);
-                    return None;
+                    return Err(());
                 }
             }
         }
-        Some(String::from_utf8_lossy(&self.buf[..total]).into_owned())
+        Ok(Some(
+            String::from_utf8_lossy(&self.buf[..total]).into_owned(),
+        ))
     }
 }
 
@@ -161,24 +186,21 @@ impl Files for Session<'_> {
             if let Some((at, text)) = &e.slow {
                 if round - at < SLOW_EVERY {
                     e.used = round;
-                    return text.clone();
+                    return Some(text.clone());
                 }
             }
         }
         let text = self.cache.read_entry(self.root, path);
-        let round = self.cache.round;
-        let e = self
-            .cache
-            .entries
-            .entry(path.to_string())
-            .or_insert_with(|| Entry {
-                file: None,
-                used: round,
-                slow: None,
-            });
-        e.used = round;
-        e.slow = Some((round, text.clone()));
+        // Only a successful read is remembered: a limit must not vanish for ten rounds because
+        // one read failed.
+        if let (Some(t), Some(e)) = (&text, self.cache.entries.get_mut(path)) {
+            e.slow = Some((round, t.clone()));
+        }
         text
+    }
+
+    fn text_fresh(&mut self, path: &str) -> Option<String> {
+        self.root.read_opt(path)
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::sample::{ContainerSample, NetnsMode, Snapshot};
+use crate::sample::{ContainerSample, Snapshot};
 
 /// Which text format to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,12 +180,7 @@ fn families() -> Vec<Family> {
             help: "The container's network namespace: mode private, shared (counted once, in counted_in) or host (no per-container counters).",
             extract: |c, out| {
                 let Some(ns) = c.net.netns else { return };
-                let mode = match c.net.mode {
-                    NetnsMode::Private => "private",
-                    NetnsMode::Shared => "shared",
-                    NetnsMode::Host => "host",
-                    NetnsMode::Unknown => "unknown",
-                };
+                let mode = c.net.mode.as_str();
                 out.push((
                     vec![
                         ("netns", ns.to_string()),
@@ -212,8 +207,13 @@ fn escape(v: &str, out: &mut String) {
 }
 
 fn container_labels(c: &ContainerSample) -> Vec<(&'static str, &str)> {
+    let id = if c.cgroup_path.is_empty() {
+        c.id.as_str()
+    } else {
+        c.cgroup_path.as_str()
+    };
     let mut l = vec![
-        ("id", c.id.as_str()),
+        ("id", id),
         ("name", c.name.as_str()),
         ("image", c.image.as_str()),
     ];

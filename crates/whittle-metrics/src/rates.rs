@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::sample::{ContainerSample, NetnsMode, Process, Snapshot};
+use crate::sample::{ContainerSample, Process, Snapshot};
 
 /// One container's row in `whittle top` (and `top --once --json`).
 #[derive(Debug, Clone, Serialize)]
@@ -76,12 +76,15 @@ fn row(p: Option<&ContainerSample>, c: &ContainerSample, secs: f64) -> Row {
         }
         _ => None,
     };
-    let counted_here = c.net.mode == NetnsMode::Private
-        || (c.net.mode == NetnsMode::Shared && c.net.counted_in.as_deref() == Some(&c.name));
-    let (rx, tx) = c.net_totals();
-    let prev_net = p.map(|p| p.net_totals());
-    let (ior, iow) = c.io_totals();
-    let prev_io = p.map(|p| p.io_totals());
+    // A network rate needs the same counters in both samples: the same namespace, counted in
+    // this container both times (else a move of the counting would show as a spike).
+    let same_netns = |p: &ContainerSample| {
+        p.net.netns == c.net.netns && p.counts_network() && c.counts_network()
+    };
+    let net_prev = p.filter(|p| same_netns(p)).map(|p| p.net_totals());
+    let net_cur = (c.counts_network() && !c.net.interfaces.is_empty()).then(|| c.net_totals());
+    let io_cur = (!c.blkio.is_empty()).then(|| c.io_totals());
+    let io_prev = p.filter(|p| !p.blkio.is_empty()).map(|p| p.io_totals());
     let procs = c
         .processes
         .iter()
@@ -98,24 +101,11 @@ fn row(p: Option<&ContainerSample>, c: &ContainerSample, secs: f64) -> Row {
         memory_working_set_bytes: c.memory.working_set,
         memory_limit_bytes: c.memory.limit,
         oom_kills: c.memory.oom_kills,
-        net_rx_bytes_per_sec: if counted_here {
-            rate(prev_net.map(|n| n.0), Some(rx), secs)
-        } else {
-            None
-        },
-        net_tx_bytes_per_sec: if counted_here {
-            rate(prev_net.map(|n| n.1), Some(tx), secs)
-        } else {
-            None
-        },
-        netns: match c.net.mode {
-            NetnsMode::Private => "private",
-            NetnsMode::Shared => "shared",
-            NetnsMode::Host => "host",
-            NetnsMode::Unknown => "unknown",
-        },
-        io_read_bytes_per_sec: rate(prev_io.map(|n| n.0), Some(ior), secs),
-        io_write_bytes_per_sec: rate(prev_io.map(|n| n.1), Some(iow), secs),
+        net_rx_bytes_per_sec: rate(net_prev.map(|n| n.0), net_cur.map(|n| n.0), secs),
+        net_tx_bytes_per_sec: rate(net_prev.map(|n| n.1), net_cur.map(|n| n.1), secs),
+        netns: c.net.mode.as_str(),
+        io_read_bytes_per_sec: rate(io_prev.map(|n| n.0), io_cur.map(|n| n.0), secs),
+        io_write_bytes_per_sec: rate(io_prev.map(|n| n.1), io_cur.map(|n| n.1), secs),
         pids: c.pids.current,
         pids_limit: c.pids.limit,
         processes: procs,

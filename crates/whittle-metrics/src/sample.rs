@@ -18,6 +18,9 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSample {
     pub id: String,
+    /// The container's cgroup path (`/docker/ID`, `/system.slice/docker-ID.scope`): cAdvisor's
+    /// `id` label.
+    pub cgroup_path: String,
     pub name: String,
     pub image: String,
     pub swarm_service: Option<String>,
@@ -153,12 +156,34 @@ pub struct Process {
     pub rss_bytes: u64,
 }
 
+impl NetnsMode {
+    /// The label value (`private`, `shared`, `host`, `unknown`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Private => "private",
+            Self::Shared => "shared",
+            Self::Host => "host",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 impl ContainerSample {
     /// CFS quota as a number of cores (`--cpus`), when set.
     pub fn cpu_limit_cores(&self) -> Option<f64> {
         match (self.cpu.quota_us, self.cpu.period_us) {
             (Some(q), Some(p)) if p > 0 => Some(q as f64 / p as f64),
             _ => None,
+        }
+    }
+
+    /// Whether this sample's network series are this container's own (not the host's, not
+    /// counted in another container of the same namespace).
+    pub fn counts_network(&self) -> bool {
+        match self.net.mode {
+            NetnsMode::Private => true,
+            NetnsMode::Shared => self.net.counted_in.as_deref() == Some(&self.name),
+            NetnsMode::Host | NetnsMode::Unknown => false,
         }
     }
 

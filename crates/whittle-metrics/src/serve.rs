@@ -54,7 +54,11 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| io_err("SIGTERM handler", e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| io_err("SIGINT handler", e))?;
 
-    let engine = Engine::connect_negotiated(opts.host.as_deref()).await?;
+    let engine = tokio::select! {
+        e = Engine::connect_negotiated(opts.host.as_deref()) => e?,
+        _ = term.recv() => return Ok(()),
+        _ = int.recv() => return Ok(()),
+    };
     let wlog = log.clone();
     let mut watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), true, move |m| wlog(m));
     tokio::select! {
@@ -63,7 +67,13 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
         _ = int.recv() => return Ok(()),
     }
     let collector = Collector::new(ProcRoot::real())?;
-    let latest: Arc<RwLock<Arc<Snapshot>>> = Arc::default();
+    // A first collection before anything is served: a scrape never sees an empty page.
+    let first = {
+        let inv = watcher.current();
+        let list: Vec<_> = inv.containers.values().collect();
+        collector.collect(&list)
+    };
+    let latest: Arc<RwLock<Arc<Snapshot>>> = Arc::new(RwLock::new(Arc::new(first)));
 
     let listener = match opts.listen {
         Some(addr) => {
@@ -117,7 +127,11 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                 let list: Vec<_> = inv.containers.values().collect();
                 let snap = Arc::new(collector.collect(&list));
                 if let Some(w) = writer.as_mut() {
-                    w.append(&snap)?;
+                    // A full or failing disk must not stop the serving: say so, try again next
+                    // interval.
+                    if let Err(e) = w.append(&snap) {
+                        log(&format!("archive: {e}; this collection is not recorded"));
+                    }
                 }
                 *latest.write().unwrap_or_else(|p| p.into_inner()) = snap;
             }

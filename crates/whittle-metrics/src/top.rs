@@ -77,7 +77,8 @@ pub fn live(host: Option<&str>, interval: Duration, sort: SortKey, color: bool) 
 /// Runs the view over an archive, starting at its first frame.
 pub fn archive(dir: &Path, sort: SortKey, color: bool) -> Result<()> {
     let archive = Archive::open(dir)?;
-    if archive.frames.is_empty() {
+    let first = (0..archive.frames.len()).find(|&i| archive.snapshot(i).is_ok());
+    if first.is_none() {
         return Err(Error::Archive {
             path: dir.display().to_string(),
             cause: "no readable frames".into(),
@@ -87,7 +88,7 @@ pub fn archive(dir: &Path, sort: SortKey, color: bool) -> Result<()> {
         Source::Archive {
             archive,
             name: dir.display().to_string(),
-            frame: 0,
+            frame: first.unwrap_or(0),
         },
         sort,
         color,
@@ -145,8 +146,18 @@ impl View {
                 Ok(())
             }
             Source::Archive { archive, frame, .. } => {
+                // Frames that cannot be decoded (a damaged key frame) are stepped over.
                 let last = archive.frames.len() as i64 - 1;
-                *frame = (*frame as i64 + delta).clamp(0, last.max(0)) as usize;
+                let was = *frame;
+                let mut at = (*frame as i64 + delta).clamp(0, last.max(0));
+                let dir = if delta < 0 { -1 } else { 1 };
+                while (0..=last).contains(&at) && archive.snapshot(at as usize).is_err() {
+                    at += dir;
+                }
+                if !(0..=last).contains(&at) {
+                    at = was as i64;
+                }
+                *frame = at as usize;
                 self.load()
             }
         }
@@ -179,8 +190,13 @@ fn event_loop(terminal: &mut DefaultTerminal, view: &mut View) -> Result<()> {
                 }
                 let n = view.cur.containers.len();
                 let sel = view.table.selected().unwrap_or(0);
+                let ctrl = k
+                    .modifiers
+                    .contains(crossterm::event::KeyModifiers::CONTROL);
                 match k.code {
                     KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                    // Raw mode delivers Ctrl-C as a key, not as SIGINT.
+                    KeyCode::Char('c') if ctrl => return Ok(()),
                     KeyCode::Char('c') => view.sort = SortKey::Cpu,
                     KeyCode::Char('m') => view.sort = SortKey::Memory,
                     KeyCode::Char('n') => view.sort = SortKey::Name,

@@ -120,9 +120,9 @@ fn cgroup_v2_files_as_the_kernel_documents_them() {
 
     let text = render(&snap, Format::OpenMetrics);
     for want in [
-        "container_cpu_usage_seconds_total{id=\"abc\",name=\"web\",image=\"img:1\",container_label_com_docker_swarm_service_name=\"shop_web\",container_label_com_docker_swarm_task_name=\"shop_web.1.abc\",cpu=\"total\"} 2.500000000",
-        "container_memory_working_set_bytes{id=\"abc\",name=\"web\",image=\"img:1\",container_label_com_docker_swarm_service_name=\"shop_web\",container_label_com_docker_swarm_task_name=\"shop_web.1.abc\"} 167772160",
-        "container_fs_writes_bytes_total{id=\"abc\",name=\"web\",image=\"img:1\",container_label_com_docker_swarm_service_name=\"shop_web\",container_label_com_docker_swarm_task_name=\"shop_web.1.abc\",device=\"/dev/sda\"} 299008000",
+        "container_cpu_usage_seconds_total{id=\"/system.slice/docker-abc.scope\",name=\"web\",image=\"img:1\",container_label_com_docker_swarm_service_name=\"shop_web\",container_label_com_docker_swarm_task_name=\"shop_web.1.abc\",cpu=\"total\"} 2.500000000",
+        "container_memory_working_set_bytes{id=\"/system.slice/docker-abc.scope\",name=\"web\",image=\"img:1\",container_label_com_docker_swarm_service_name=\"shop_web\",container_label_com_docker_swarm_task_name=\"shop_web.1.abc\"} 167772160",
+        "container_fs_writes_bytes_total{id=\"/system.slice/docker-abc.scope\",name=\"web\",image=\"img:1\",container_label_com_docker_swarm_service_name=\"shop_web\",container_label_com_docker_swarm_task_name=\"shop_web.1.abc\",device=\"/dev/sda\"} 299008000",
         "whittle_container_pressure_cpu_some_seconds_total{",
         "} 0.123456\n",
     ] {

@@ -410,7 +410,7 @@ fn shared_netns_is_counted_once_and_host_network_is_marked() {
         (la["mode"].as_str(), lb["mode"].as_str()),
         ("shared", "shared")
     );
-    let owner = a.name.clone().min(b.name.clone());
+    let owner = a.name.clone(); // the container that made the namespace, not the joiner
     assert_eq!((&la["counted_in"], &lb["counted_in"]), (&owner, &owner));
     let other = if owner == a.name { &b.name } else { &a.name };
     assert!(value(&x, "container_network_receive_bytes_total", &owner).is_some());
@@ -423,9 +423,6 @@ fn shared_netns_is_counted_once_and_host_network_is_marked() {
         value(&x, "container_network_receive_bytes_total", &h.name).is_none(),
         "host counters are not the container's"
     );
-    // The engine's `/stats` is never called: the serve log and the engine agree on nothing
-    // else, so check what the process opened instead — no stats stream connection exists.
-    assert!(!s.daemon.log_text().contains("/stats"));
 }
 
 #[test]
@@ -533,30 +530,48 @@ fn archive_replays_the_served_bytes_survives_kill_9_and_skips_damage() {
         killed_at - last
     );
 
-    // Damage: a flipped byte in the middle and a torn tail are skipped with a warning naming the file.
+    // Damage, frame by frame (frames start with the marker `WMFR`; 37-byte header): a flipped
+    // byte in one delta frame's payload and a torn tail lose those two frames, with warnings
+    // naming the file; a damaged key frame loses every frame compressed against it.
     let file = std::fs::read_dir(rec.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "wmarch"))
         .unwrap();
-    let mut bytes = std::fs::read(&file).unwrap();
+    let pristine = std::fs::read(&file).unwrap();
     let all = replay_all(rec.path()).ok("replay range");
     let frames = all.stdout.matches("# EOF").count();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
+    let marks: Vec<usize> = (0..pristine.len() - 4)
+        .filter(|&i| &pristine[i..i + 4] == b"WMFR")
+        .collect();
+    assert_eq!(marks.len(), frames, "one marker per frame");
+    let mut bytes = pristine.clone();
+    bytes[marks[frames - 2] + 37 + 1] ^= 0x55;
     bytes.truncate(bytes.len() - 7);
     std::fs::write(&file, &bytes).unwrap();
     let r = replay_all(rec.path()).ok("replay of a damaged archive");
     let left = r.stdout.matches("# EOF").count();
+    assert_eq!(left, frames - 2, "{frames} frames before the damage");
     assert!(
-        left >= frames - 3 && left < frames,
-        "{frames} frames before the damage, {left} after"
-    );
-    assert!(
-        r.stderr.contains("warning") && r.stderr.contains(&file.display().to_string()),
+        r.stderr.matches("warning").count() >= 2 && r.stderr.contains(&file.display().to_string()),
         "{}",
         r.stderr
     );
+    let mut bytes = pristine.clone();
+    bytes[marks[0] + 37 + 1] ^= 0x55;
+    std::fs::write(&file, &bytes).unwrap();
+    let r = replay_all(rec.path()).ok("replay with a damaged key frame");
+    assert_eq!(
+        r.stdout.matches("# EOF").count(),
+        0,
+        "all frames hang on key frame 0"
+    );
+    assert!(
+        r.stderr.contains("key frame 0 is damaged or missing"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&file, &pristine).unwrap();
 
     // The same archive as charts.
     let html = arch.path().join("m.html");
@@ -1112,7 +1127,7 @@ fn a_broken_event_stream_is_followed_by_a_full_resync() {
     relay.restore();
     let x = s.wait_for("container_memory_usage_bytes", &late.name);
     assert!(
-        value(&x, "container_memory_usage_bytes", &gone_name).is_none(),
+        samples(&x, "whittle_container_netns", &gone_name).is_empty(),
         "a container removed while the stream was down is still listed"
     );
     let log = s.daemon.log_text();

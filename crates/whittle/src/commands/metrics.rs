@@ -130,7 +130,7 @@ struct PcpArgs {
     print: bool,
 }
 
-fn parse_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
     if d < Duration::from_millis(100) {
         return Err(format!("{s:?}: the interval must be at least 100ms"));
@@ -239,9 +239,25 @@ fn replay(r: ReplayArgs) -> Result<ExitCode> {
         }
         (None, None) => archive.frames.len().checked_sub(1).into_iter().collect(),
     };
+    let single = r.at.is_some();
+    let mut printed = 0;
     for i in picks {
-        let snap = archive.snapshot(i)?;
-        print!("{}", render(&snap, format));
+        match archive.snapshot(i) {
+            Ok(snap) => {
+                print!("{}", render(&snap, format));
+                printed += 1;
+            }
+            // With --at the one frame asked for is the answer; in a range, a frame that cannot
+            // be decoded (its key frame is damaged) is skipped like a damaged frame.
+            Err(e) if single => return Err(e.into()),
+            Err(e) => eprintln!("whittle: warning: {e}; skipped"),
+        }
+    }
+    if printed == 0 && !single && r.range.is_some() {
+        eprintln!(
+            "whittle: warning: {}: no readable collection in the range",
+            r.dir.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     sort: SortKey,
     /// Time between samples.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::commands::metrics::parse_interval)]
     interval: Duration,
     /// Docker Engine (or podman socket) address.
     #[arg(long, env = "DOCKER_HOST")]
