@@ -28,6 +28,8 @@ pub struct BuildReport {
     pub dropped: Dropped,
     pub verification: Verification,
     pub runs: Runs,
+    /// The debug variant (`--debug-variant`), when written.
+    pub debug: Option<crate::debug::DebugReport>,
     pub timings_ms: BTreeMap<&'static str, u64>,
     /// Caveats: required pieces the static analysis found missing, includes that matched
     /// nothing, recorder notes.
