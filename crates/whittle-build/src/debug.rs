@@ -155,8 +155,15 @@ pub fn tools_for(opts: &DebugOptions, traced: &Traced, slim: &FsTree) -> Result<
 }
 
 /// Paths where the slim image's version wins over a different one in the toolbox: the user
-/// database is the app's, and the tools only read it.
-const SLIM_WINS: &[&[u8]] = &[b"etc/passwd", b"etc/group", b"etc/nsswitch.conf"];
+/// database is the app's, and the tools only read it; the loader cache of the app's image
+/// differs from its base's after any package install, and the tools' libraries are found in
+/// the multiarch directories without it.
+const SLIM_WINS: &[&[u8]] = &[
+    b"etc/passwd",
+    b"etc/group",
+    b"etc/nsswitch.conf",
+    b"etc/ld.so.cache",
+];
 
 fn tools_layer(
     opts: &DebugOptions,

@@ -142,8 +142,16 @@ pub fn build(
     progress: &Progress<'_>,
 ) -> Result<FamilyReport, Error> {
     // Everything that can be refused without work, first.
+    let base = open_base(spec, members)?;
     let mut dests: Vec<(Destination, Option<Destination>)> = Vec::new();
     for m in members {
+        // A family writes into its output directory as a build script would (`out/`).
+        if let Some(parent) = m.spec.dest.path.parent().filter(|p| {
+            m.spec.dest.transport != whittle_image::Transport::DockerDaemon
+                && !p.as_os_str().is_empty()
+        }) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, e.to_string()))?;
+        }
         let d = whittle_build::prepare(&m.spec.source, &m.spec.dest, &m.opts)
             .map_err(|e| Error::member(&m.spec.name, e))?;
         let dd = match &m.opts.debug {
@@ -160,7 +168,6 @@ pub fn build(
     } else {
         Lock::read(&spec.lock)?
     };
-    let base = open_base(spec, members)?;
     let n_base = base.layers.len() as u32;
     let base_ids: Vec<String> = base.layers.iter().map(|d| d.to_string()).collect();
     if let Some(l) = &lock {

@@ -29,7 +29,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::engines::{docker_export, docker_load, require_docker, Container, DockerImage};
+use common::engines::{
+    docker_export, docker_inspect, docker_load, load_fixture, require_docker, run_cli, serve,
+};
 use common::gen::{self, Blob, Comp};
 use common::{
     fixtures, report, require, run, run_ok, sha256_file, sha256_hex, tempdir, unique, Run,
@@ -316,115 +318,6 @@ fn check_passed_report(c: &mut Checks, label: &str, r: &Value, dest: &str, roles
 // ---------------------------------------------------------------------------------------------
 // Docker oracle
 // ---------------------------------------------------------------------------------------------
-
-/// A loaded fixture; its tag is removed on drop only if it was not there before.
-struct FixtureImage {
-    name: String,
-    _guard: Option<DockerImage>,
-}
-
-fn load_fixture(name: &str) -> FixtureImage {
-    let tag = format!("whittle-fixture/{name}:latest");
-    let existed = run("docker", &os!["image", "inspect", tag.as_str()]).code == Some(0);
-    let img = docker_load(&fixture(&format!("{name}.tar")), &tag)
-        .unwrap_or_else(|e| panic!("loading the {name} fixture: {e}"));
-    let guard = if existed {
-        std::mem::forget(img);
-        None
-    } else {
-        Some(img)
-    };
-    FixtureImage {
-        name: tag,
-        _guard: guard,
-    }
-}
-
-fn docker_inspect(name: &str) -> Value {
-    let r = run_ok("docker", &os!["image", "inspect", name]);
-    serde_json::from_str::<Value>(&r.stdout).unwrap()[0].clone()
-}
-
-fn container(id: &str) -> Container {
-    Container {
-        id: id.trim().to_string(),
-        engine: "docker",
-        global_args: Vec::new(),
-    }
-}
-
-/// `docker run -d IMAGE`, then GET / on the container's IP from the host with curl, retried
-/// until the server answers (30 s): (status, body sha256, body bytes).
-fn serve(image: &str, port: u16, scratch: &Path) -> (String, String, usize) {
-    let r = run(
-        "docker",
-        &os!["run", "-d", "--name", unique("whittle-test-build"), image],
-    );
-    assert_eq!(r.code, Some(0), "docker run -d {image}: {}", r.stderr);
-    let c = container(&r.stdout);
-    let ip = run_ok(
-        "docker",
-        &os![
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            c.id.as_str()
-        ],
-    )
-    .stdout
-    .trim()
-    .to_string();
-    let url = format!("http://{ip}:{port}/");
-    let body = scratch.join(unique("body"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = run(
-            "curl",
-            &os![
-                "-sS",
-                "--max-time",
-                "5",
-                "-o",
-                body.as_path(),
-                "-w",
-                "%{http_code}",
-                url.as_str()
-            ],
-        );
-        let code = r.stdout.trim().to_string();
-        if r.code == Some(0) && code != "000" {
-            let b = fs::read(&body).unwrap_or_default();
-            let _ = fs::remove_file(&body);
-            return (code, sha256_hex(&b), b.len());
-        }
-        if Instant::now() > deadline {
-            let logs = run("docker", &os!["logs", c.id.as_str()]);
-            let state = run(
-                "docker",
-                &os!["inspect", "-f", "{{json .State}}", c.id.as_str()],
-            );
-            panic!(
-                "{image}: GET {url} failed for 30 s: {}\ncontainer state: {}\ncontainer logs:\n{}{}",
-                r.stderr.trim(),
-                state.stdout.trim(),
-                logs.stdout,
-                logs.stderr
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `docker run --rm IMAGE`: (exit status, stdout sha256, stdout).
-fn run_cli(image: &str) -> (Option<i32>, String, String) {
-    let name = unique("whittle-test-build-cli");
-    let r = run(
-        "docker",
-        &os!["run", "--rm", "--name", name.as_str(), image],
-    );
-    let _c = container(&name); // removes it if `--rm` did not get to
-    (r.code, sha256_hex(r.stdout.as_bytes()), r.stdout)
-}
 
 fn node_char(node: &str) -> char {
     match node {
