@@ -287,7 +287,14 @@ pub fn build(
             stage: &stage,
             bytes: progress.bytes,
         };
-        planned.push(compose(m, f, &base_keys, &base_diff_id, &base_tree, n_base, &p)?);
+        let b = BaseTrees {
+            full: &base.flat.tree,
+            layer: &base_tree,
+            keys: &base_keys,
+            diff_id: &base_diff_id,
+            n: n_base,
+        };
+        planned.push(compose(m, f, &b, &p)?);
     }
 
     let failed = planned.iter().any(|p| p.status == Status::Failed);
@@ -527,15 +534,19 @@ fn base_layer_tree(base: &FsTree, keys: &BTreeSet<Vec<u8>>) -> FsTree {
 
 /// Stages 3 and 4 for one member: its selection plus the base paths it has (verified again
 /// when that added something), split on the base layer, and its tools.
-fn compose(
-    m: &Member,
-    f: First,
-    base_keys: &BTreeSet<Vec<u8>>,
-    base_diff_id: &str,
-    base_tree: &FsTree,
-    n_base: u32,
-    p: &Progress<'_>,
-) -> Result<Planned, Error> {
+/// The base as a member is composed on it.
+struct BaseTrees<'a> {
+    /// The base image's first `n` layers, flattened.
+    full: &'a FsTree,
+    /// The slim base layer.
+    layer: &'a FsTree,
+    keys: &'a BTreeSet<Vec<u8>>,
+    diff_id: &'a str,
+    n: u32,
+}
+
+fn compose(m: &Member, f: First, b: &BaseTrees<'_>, p: &Progress<'_>) -> Result<Planned, Error> {
+    let (base_keys, base_diff_id, base_tree, n_base) = (b.keys, b.diff_id, b.layer, b.n);
     let e = |err| Error::member(&m.spec.name, err);
     let reuse = f
         .cached
@@ -587,7 +598,11 @@ fn compose(
     // Files it needs from the base that the (locked) base layer lacks.
     let mut outside = Outside::default();
     for (k, n) in composed.iter() {
-        if !k.is_empty() && !n.is_dir() && from_base(tree, base_tree, n_base, k) && base_tree.get(k).is_none() {
+        if !k.is_empty()
+            && !n.is_dir()
+            && from_base(tree, b.full, n_base, k)
+            && base_tree.get(k).is_none()
+        {
             outside.files += 1;
             outside.bytes += n.size();
         }
