@@ -25,9 +25,7 @@ use crate::{write, BuildOptions, Error, LayerPlan, Traced, Written};
 
 /// What `--debug-tools` gives when it is not set: those the toolbox has are taken, the
 /// others named in a note.
-pub const DEFAULT_TOOLS: &[&str] = &[
-    "sh", "ls", "cat", "ps", "top", "curl", "ip", "ss", "strace",
-];
+pub const DEFAULT_TOOLS: &[&str] = &["sh", "ls", "cat", "ps", "top", "curl", "ip", "ss", "strace"];
 
 /// The label naming the slim image's config digest.
 pub const DEBUG_OF_LABEL: &str = "org.whittle.debug-of";
@@ -124,11 +122,8 @@ pub fn resolve(
         Some(r) => {
             let image = whittle_image::open(r)?;
             let view = image.config.view();
-            let flat = whittle_fstree::flatten(
-                &image,
-                whittle_fstree::FlattenOptions::default(),
-                None,
-            )?;
+            let flat =
+                whittle_fstree::flatten(&image, whittle_fstree::FlattenOptions::default(), None)?;
             let name = r.to_string();
             let tb = Toolbox {
                 name: &name,
@@ -221,9 +216,7 @@ fn tools_layer(
         }
     };
     let mut tree = all.clone();
-    tree.retain(|k, n| {
-        own(k, n) || (n.is_dir() && all.descendants(k).any(|(dk, dn)| own(dk, dn)))
-    });
+    tree.retain(|k, n| own(k, n) || (n.is_dir() && all.descendants(k).any(|(dk, dn)| own(dk, dn))));
     Ok(Tools {
         tree,
         store: tb.store.clone(),
@@ -276,7 +269,11 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// The debug config: the slim one, labelled with the slim config's digest, with one more
 /// history entry naming the tools.
-pub fn config(slim_config: &serde_json::Value, slim_digest: &str, tools: &Tools) -> serde_json::Value {
+pub fn config(
+    slim_config: &serde_json::Value,
+    slim_digest: &str,
+    tools: &Tools,
+) -> serde_json::Value {
     let mut c = slim_config.clone();
     c["config"]["Labels"][DEBUG_OF_LABEL] = serde_json::json!(slim_digest);
     let names: Vec<&str> = tools.found.iter().map(|(n, _)| n.as_str()).collect();
@@ -333,7 +330,10 @@ mod tests {
     #[test]
     fn debug_names_sit_beside_the_slim_ones() {
         let d = destination(&ImageRef::parse("docker-archive:out/web.tar:shop/web:1.4").unwrap());
-        assert_eq!(d.to_string(), "docker-archive:out/web-debug.tar:shop/web:1.4-debug");
+        assert_eq!(
+            d.to_string(),
+            "docker-archive:out/web-debug.tar:shop/web:1.4-debug"
+        );
         let d = destination(&ImageRef::parse("docker-daemon:shop/web:1.4").unwrap());
         assert_eq!(d.to_string(), "docker-daemon:shop/web:1.4-debug");
         let d = destination(&ImageRef::parse("oci:/x/lay:v1").unwrap());

@@ -74,10 +74,7 @@ pub fn app_on_base(slim: &FsTree, base: &FsTree, base_layers: u32) -> FsTree {
 /// The paths of `slim` that are `own`, and the directories on their way.
 fn app_layer(slim: &FsTree, own: impl Fn(&[u8], &whittle_fstree::Node) -> bool) -> FsTree {
     let mut app = slim.clone();
-    app.retain(|k, n| {
-        own(k, n)
-            || (n.is_dir() && slim.descendants(k).any(|(dk, dn)| own(dk, dn)))
-    });
+    app.retain(|k, n| own(k, n) || (n.is_dir() && slim.descendants(k).any(|(dk, dn)| own(dk, dn))));
     app
 }
 

@@ -180,7 +180,15 @@ pub fn build(
         let debug_report = match (tools, debug_destination) {
             (Some(tools), Some(d)) => {
                 (progress.stage)("writing the debug variant");
-                Some(debug::write_variant(d, &plans, &tools, &config, &w, tag.as_deref(), opts)?)
+                Some(debug::write_variant(
+                    d,
+                    &plans,
+                    &tools,
+                    &config,
+                    &w,
+                    tag.as_deref(),
+                    opts,
+                )?)
             }
             _ => None,
         };
@@ -296,7 +304,11 @@ pub fn open(src: &ImageRef, opts: &BuildOptions, progress: &Progress<'_>) -> Res
 
 /// Stage 1: open, extract for the sandbox, and trace the fat image with the probes. Fails
 /// when the fat image itself does not answer them (there would be nothing to verify against).
-pub fn trace(src: &ImageRef, opts: &BuildOptions, progress: &Progress<'_>) -> Result<Traced, Error> {
+pub fn trace(
+    src: &ImageRef,
+    opts: &BuildOptions,
+    progress: &Progress<'_>,
+) -> Result<Traced, Error> {
     let mut timings: BTreeMap<&'static str, u64> = BTreeMap::new();
     let t = Instant::now();
     let o = open(src, opts, progress)?;

@@ -50,7 +50,7 @@ pub enum Error {
     Build {
         member: String,
         #[source]
-        source: whittle_build::Error,
+        source: Box<whittle_build::Error>,
     },
     /// A member whose lowest layers are not the family's base.
     #[error("member {member}: built on {found}, not on the family's base {base}")]
@@ -80,7 +80,7 @@ impl Error {
             whittle_build::Error::Interrupted => Error::Interrupted,
             e => Error::Build {
                 member: name.to_string(),
-                source: e,
+                source: Box::new(e),
             },
         }
     }
@@ -469,16 +469,14 @@ fn open_base(spec: &FamilySpec, members: &[Member]) -> Result<Base, Error> {
 }
 
 fn open_member(m: &Member, progress: &Progress<'_>) -> Result<Opened, Error> {
-    whittle_build::open(&m.spec.source, &m.opts, progress).map_err(|e| Error::member(&m.spec.name, e))
+    whittle_build::open(&m.spec.source, &m.opts, progress)
+        .map_err(|e| Error::member(&m.spec.name, e))
 }
 
 type Own = BTreeMap<Vec<u8>, BTreeSet<Reason>>;
 
 /// Stage 1 for an uncached member: `whittle build`'s trace, select and verify.
-fn trace_member(
-    m: &Member,
-    p: &Progress<'_>,
-) -> Result<(Traced, Own, Status, Vec<String>), Error> {
+fn trace_member(m: &Member, p: &Progress<'_>) -> Result<(Traced, Own, Status, Vec<String>), Error> {
     let e = |err| Error::member(&m.spec.name, err);
     let traced = whittle_build::trace(&m.spec.source, &m.opts, p).map_err(e)?;
     let (mut sel, mut notes) = whittle_build::select(&traced, &m.opts).map_err(e)?;
@@ -501,7 +499,12 @@ fn from_base(tree: &FsTree, base: &FsTree, n_base: u32, k: &[u8]) -> bool {
 /// The union, over members, of kept paths the base provides unchanged — but not a file some
 /// member's own layers delete (it would reappear in that member), nor a name that is not
 /// UTF-8 (the lock lists names as text).
-fn union_base(base: &FsTree, n_base: u32, trees: &[&FsTree], firsts: &[First]) -> BTreeSet<Vec<u8>> {
+fn union_base(
+    base: &FsTree,
+    n_base: u32,
+    trees: &[&FsTree],
+    firsts: &[First],
+) -> BTreeSet<Vec<u8>> {
     let mut keys = BTreeSet::new();
     for (tree, f) in trees.iter().zip(firsts) {
         for k in f.own.keys() {
@@ -575,14 +578,18 @@ fn compose(m: &Member, f: First, b: &BaseTrees<'_>, p: &Progress<'_>) -> Result<
                 .map_err(|err| e(whittle_build::Error::Usage(err)))?;
             let mut added = 0usize;
             for k in base_keys {
-                if !sel.is_kept(k) && from_base(tree, base_tree, n_base, k) && sel.keep(k, Reason::FamilyBase) {
+                if !sel.is_kept(k)
+                    && from_base(tree, base_tree, n_base, k)
+                    && sel.keep(k, Reason::FamilyBase)
+                {
                     added += 1;
                 }
             }
             let mut status = status;
             if added > 0 && status != Status::Failed {
                 sel.complete();
-                let v = whittle_build::verify(&traced, &mut sel, &m.opts, &m.spec.dest, p).map_err(e)?;
+                let v = whittle_build::verify(&traced, &mut sel, &m.opts, &m.spec.dest, p)
+                    .map_err(e)?;
                 notes.extend(v.notes);
                 status = v.status;
             }

@@ -98,7 +98,11 @@ impl FamilyReport {
             s,
             "family   {}{}",
             self.family,
-            if self.written { "" } else { "   (NOTHING written)" }
+            if self.written {
+                ""
+            } else {
+                "   (NOTHING written)"
+            }
         );
         let _ = writeln!(
             s,
@@ -112,8 +116,8 @@ impl FamilyReport {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "  {:<12} {:>10} {:>10} {:>10} {:>10}  {:<9} {:<7} {}",
-            "member", "slim", "app", "base", "alone", "verified", "traced", "debug"
+            "  {:<12} {:>10} {:>10} {:>10} {:>10}  {:<9} {:<7} debug",
+            "member", "slim", "app", "base", "alone", "verified", "traced"
         );
         for m in &self.members {
             let _ = writeln!(

@@ -90,7 +90,10 @@ impl FamilySpec {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         if raw.member.is_empty() {
-            return Err(Error::file(path, "no [[member]]: a family needs at least one"));
+            return Err(Error::file(
+                path,
+                "no [[member]]: a family needs at least one",
+            ));
         }
         let base = raw
             .base
@@ -145,7 +148,13 @@ impl FamilySpec {
 
 /// Parses a reference, a relative path taken relative to the family file's directory.
 fn image_ref(s: &str, dir: &Path) -> Result<ImageRef, String> {
-    let known = ["docker-archive", "oci", "oci-archive", "docker-daemon", "rootfs"];
+    let known = [
+        "docker-archive",
+        "oci",
+        "oci-archive",
+        "docker-daemon",
+        "rootfs",
+    ];
     let has_transport = s.split_once(':').is_some_and(|(t, _)| known.contains(&t));
     if !has_transport {
         let p = dir.join(s);
@@ -199,11 +208,17 @@ debug = true
     #[test]
     fn bad_files_name_the_problem() {
         let e = parse(&OK.replace("debug = true", "debgu = true")).unwrap_err();
-        assert!(e.starts_with("DIR/f.toml: line 9: unknown field `debgu`"), "{e}");
+        assert!(
+            e.starts_with("DIR/f.toml: line 9: unknown field `debgu`"),
+            "{e}"
+        );
         let e = parse(&format!("{OK}{}", OK.replace("lock = \"x.lock\"", ""))).unwrap_err();
         assert!(e.contains("member \"web\": duplicate member name"), "{e}");
         let e = parse(&OK.replace("a.tar", "missing.tar")).unwrap_err();
-        assert!(e.contains("member \"web\": source docker-archive:DIR/missing.tar: no such"), "{e}");
+        assert!(
+            e.contains("member \"web\": source docker-archive:DIR/missing.tar: no such"),
+            "{e}"
+        );
         let e = parse("base = 3").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         let e = parse("").unwrap_err();

@@ -112,9 +112,7 @@ impl Cache {
                     .filter(|d| !d.is_empty())
                     .map(|d| PathBuf::from(d).join("whittle"))
             })
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/whittle"))
-            })
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/whittle")))
             .unwrap_or_else(|| std::env::temp_dir().join("whittle-cache"));
         Cache {
             dir: root.join("family"),
@@ -142,7 +140,8 @@ impl Cache {
     }
 
     pub fn put(&self, key: &str, e: &CacheEntry) -> Result<(), Error> {
-        std::fs::create_dir_all(&self.dir).map_err(|err| Error::file(&self.dir, err.to_string()))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|err| Error::file(&self.dir, err.to_string()))?;
         let bytes = serde_json::to_vec(e).expect("serializable");
         whittle_image::write::write_file(&self.path(key), &bytes)?;
         Ok(())

@@ -110,7 +110,10 @@ pub fn scratch_dir(kind: &str, bytes: u64) -> Result<tempfile::TempDir> {
 /// leftover from a live run's directory, even after the pid was reused.
 fn owned_prefix(kind: &str) -> String {
     let pid = std::process::id();
-    format!("{TEMP_PREFIX}{kind}-{pid}.{}-", start_time(pid).unwrap_or(0))
+    format!(
+        "{TEMP_PREFIX}{kind}-{pid}.{}-",
+        start_time(pid).unwrap_or(0)
+    )
 }
 
 fn start_time(pid: u32) -> Option<u64> {
@@ -139,7 +142,7 @@ pub fn remove_leftovers() -> Vec<PathBuf> {
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
                 continue;
             };
-            let Some(owner) = rest.splitn(3, '-').nth(1) else {
+            let Some(owner) = rest.split('-').nth(1) else {
                 continue;
             };
             let Some((pid, start)) = owner.split_once('.') else {

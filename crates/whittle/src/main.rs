@@ -30,7 +30,7 @@ Examples:
   whittle build docker-archive:nginx.tar docker-archive:nginx-slim.tar --report r.json
   whittle build python.tar oci:py-slim:v1 --http-probe 8000/ --exec-probe 'python3 -c \"import ssl\"'
   whittle build docker-daemon:shop/web:1.4 --debug-variant --debug-tools sh,ls,cat")]
-    Build(commands::build::Args),
+    Build(Box<commands::build::Args>),
     /// Slim images of several apps on one shared base layer, with debug variants.
     #[command(after_help = "\
 Examples:
@@ -96,14 +96,19 @@ fn main() -> ExitCode {
         );
     }
     let result = match cli.command {
-        Command::Build(a) => commands::build::run(a),
+        Command::Build(a) => commands::build::run(*a),
         Command::Family(a) => commands::family::run(a),
         Command::Squash(a) => commands::squash::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Deps(a) => commands::deps::run(a),
         Command::Trace(a) => commands::trace::run(a),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "whittle", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "whittle",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir } => man(dir),

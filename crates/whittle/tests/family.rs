@@ -59,7 +59,10 @@ fn family_json(toml: &Path, extra: &[&str], cache: &Path) -> Value {
     let mut args: Vec<&OsStr> = vec![OsStr::new("family"), OsStr::new("build"), toml.as_os_str()];
     args.extend(extra.iter().map(OsStr::new));
     args.push(OsStr::new("--json"));
-    let r = wh(&args, cache).ok(&format!("whittle family build {} {extra:?}", toml.display()));
+    let r = wh(&args, cache).ok(&format!(
+        "whittle family build {} {extra:?}",
+        toml.display()
+    ));
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("--json output: {e}\n{}", r.stdout))
 }
 
@@ -157,7 +160,12 @@ impl Checks {
         self.check(ok, || format!("{what}: got {got:?}, want {want:?}"));
     }
     fn finish(self) {
-        assert!(self.0.is_empty(), "{} checks failed:\n  - {}", self.0.len(), self.0.join("\n  - "));
+        assert!(
+            self.0.is_empty(),
+            "{} checks failed:\n  - {}",
+            self.0.len(),
+            self.0.join("\n  - ")
+        );
     }
 }
 
@@ -175,7 +183,10 @@ fn redis_ping(image: &str) -> String {
         }
         if Instant::now() > deadline {
             let logs = run("docker", &os!["logs", name.as_str()]);
-            panic!("{image}: redis-cli ping failed for 30 s: {}\n{}", r.stderr, logs.stderr);
+            panic!(
+                "{image}: redis-cli ping failed for 30 s: {}\n{}",
+                r.stderr, logs.stderr
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -224,8 +235,16 @@ fn a_family_of_four_shares_one_base_layer() {
     let base1 = s(&r1["base"]["diff_id"]).to_string();
     let lock1 = fs::read(&lock).expect("the lock is written on the first build");
     for m in ["nginx", "python", "jq"] {
-        c.eq(member(&r1, m)["traced"].as_bool(), Some(true), &format!("first build: {m} traced"));
-        c.eq(s(&member(&r1, m)["verification"]), "passed", &format!("{m} verification"));
+        c.eq(
+            member(&r1, m)["traced"].as_bool(),
+            Some(true),
+            &format!("first build: {m} traced"),
+        );
+        c.eq(
+            s(&member(&r1, m)["verification"]),
+            "passed",
+            &format!("{m} verification"),
+        );
     }
 
     // A fourth member under the lock: the base stays, redis's extra base files go into its
@@ -233,24 +252,62 @@ fn a_family_of_four_shares_one_base_layer() {
     write_family(&toml, &prefix, &[&WEB, &PY, &JQ, &REDIS]);
     let r2 = family_json(&toml, &[], &cache);
     c.eq(s(&r2["base"]["lock"]), "honoured", "second build: lock");
-    c.eq(s(&r2["base"]["diff_id"]), base1.as_str(), "base diff_id after adding a member");
-    c.check(fs::read(&lock).unwrap() == lock1, || "the lock file changed when a member was added".into());
+    c.eq(
+        s(&r2["base"]["diff_id"]),
+        base1.as_str(),
+        "base diff_id after adding a member",
+    );
+    c.check(fs::read(&lock).unwrap() == lock1, || {
+        "the lock file changed when a member was added".into()
+    });
     for m in ["nginx", "python", "jq"] {
-        c.eq(member(&r2, m)["traced"].as_bool(), Some(false), &format!("{m} traced again after adding redis"));
-        c.eq(member(&r2, m)["cached"].as_bool(), Some(true), &format!("{m} cached"));
+        c.eq(
+            member(&r2, m)["traced"].as_bool(),
+            Some(false),
+            &format!("{m} traced again after adding redis"),
+        );
+        c.eq(
+            member(&r2, m)["cached"].as_bool(),
+            Some(true),
+            &format!("{m} cached"),
+        );
     }
-    c.eq(member(&r2, "redis")["traced"].as_bool(), Some(true), "redis traced");
-    let outside = member(&r2, "redis")["outside_lock"]["bytes"].as_u64().unwrap();
-    c.check(outside > 0, || "redis needs base files the lock lacks, yet outside_lock is 0".into());
-    c.eq(r2["total"]["rebase_would_move"].as_u64(), Some(outside), "rebase_would_move");
+    c.eq(
+        member(&r2, "redis")["traced"].as_bool(),
+        Some(true),
+        "redis traced",
+    );
+    let outside = member(&r2, "redis")["outside_lock"]["bytes"]
+        .as_u64()
+        .unwrap();
+    c.check(outside > 0, || {
+        "redis needs base files the lock lacks, yet outside_lock is 0".into()
+    });
+    c.eq(
+        r2["total"]["rebase_would_move"].as_u64(),
+        Some(outside),
+        "rebase_would_move",
+    );
 
     // Unchanged: nothing traced, every image byte-identical.
     let sums = |r: &Value| -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         for mem in r["members"].as_array().unwrap() {
-            let mut paths = vec![PathBuf::from(s(&mem["destination"]).trim_start_matches("docker-archive:").split(':').next().unwrap())];
+            let mut paths = vec![PathBuf::from(
+                s(&mem["destination"])
+                    .trim_start_matches("docker-archive:")
+                    .split(':')
+                    .next()
+                    .unwrap(),
+            )];
             if let Some(d) = mem["debug"].as_object() {
-                paths.push(PathBuf::from(s(&d["destination"]).trim_start_matches("docker-archive:").split(':').next().unwrap()));
+                paths.push(PathBuf::from(
+                    s(&d["destination"])
+                        .trim_start_matches("docker-archive:")
+                        .split(':')
+                        .next()
+                        .unwrap(),
+                ));
             }
             for p in paths {
                 m.insert(p.display().to_string(), sha256_file(&p));
@@ -261,7 +318,11 @@ fn a_family_of_four_shares_one_base_layer() {
     let sums2 = sums(&r2);
     let r3 = family_json(&toml, &[], &cache);
     for mem in r3["members"].as_array().unwrap() {
-        c.eq(mem["traced"].as_bool(), Some(false), &format!("unchanged rebuild: {} traced", mem["name"]));
+        c.eq(
+            mem["traced"].as_bool(),
+            Some(false),
+            &format!("unchanged rebuild: {} traced", mem["name"]),
+        );
     }
     c.eq(sums(&r3), sums2.clone(), "archives of an unchanged rebuild");
 
@@ -277,42 +338,141 @@ fn a_family_of_four_shares_one_base_layer() {
         let path = dir.path().join(format!("out/{}.tar", m.name));
         guards.push(docker_load(&path, &slim_tag).unwrap_or_else(|e| panic!("{e}")));
         let si = docker_inspect(&slim_tag);
-        let ids: Vec<String> = si["RootFS"]["Layers"].as_array().unwrap().iter().map(|v| s(v).to_string()).collect();
-        c.eq(ids.first().map(String::as_str), Some(base1.as_str()), &format!("{}: docker's base layer", m.name));
+        let ids: Vec<String> = si["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| s(v).to_string())
+            .collect();
+        c.eq(
+            ids.first().map(String::as_str),
+            Some(base1.as_str()),
+            &format!("{}: docker's base layer", m.name),
+        );
         c.eq(ids.len(), 2, &format!("{}: layers", m.name));
-        c.eq(s(&si["Id"]), s(&rm["config_digest"]), &format!("{}: image id", m.name));
+        c.eq(
+            s(&si["Id"]),
+            s(&rm["config_digest"]),
+            &format!("{}: image id", m.name),
+        );
         let labels = &si["Config"]["Labels"];
-        c.eq(labels["org.whittle.base.diff_id"].as_str(), Some(base1.as_str()), &format!("{}: base diff_id label", m.name));
-        c.check(labels["org.opencontainers.image.base.name"].as_str().is_some_and(|n| n.ends_with("base.tar")), || format!("{}: base.name label {}", m.name, labels));
-        c.check(labels["org.opencontainers.image.base.digest"].as_str().is_some_and(|d| d.starts_with("sha256:")), || format!("{}: base.digest label", m.name));
+        c.eq(
+            labels["org.whittle.base.diff_id"].as_str(),
+            Some(base1.as_str()),
+            &format!("{}: base diff_id label", m.name),
+        );
+        c.check(
+            labels["org.opencontainers.image.base.name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("base.tar")),
+            || format!("{}: base.name label {}", m.name, labels),
+        );
+        c.check(
+            labels["org.opencontainers.image.base.digest"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("sha256:")),
+            || format!("{}: base.digest label", m.name),
+        );
         want_layers.insert(s(&rm["app_diff_id"]).to_string());
         layers_seen.extend(ids.iter().cloned());
         if m.debug {
             let d = &rm["debug"];
             let dtag = format!("{slim_tag}-debug");
-            c.eq(d["tag"].as_str(), Some(dtag.as_str()), &format!("{}: debug tag", m.name));
+            c.eq(
+                d["tag"].as_str(),
+                Some(dtag.as_str()),
+                &format!("{}: debug tag", m.name),
+            );
             let dpath = dir.path().join(format!("out/{}-debug.tar", m.name));
             guards.push(docker_load(&dpath, &dtag).unwrap_or_else(|e| panic!("{e}")));
             let di = docker_inspect(&dtag);
-            let dids: Vec<String> = di["RootFS"]["Layers"].as_array().unwrap().iter().map(|v| s(v).to_string()).collect();
-            c.eq(dids.len(), ids.len() + 1, &format!("{}: debug layers = slim + 1", m.name));
-            c.eq(&dids[..ids.len().min(dids.len())], &ids[..], &format!("{}: debug's lower layers", m.name));
-            c.eq(di["Config"]["Labels"]["org.whittle.debug-of"].as_str(), si["Id"].as_str(), &format!("{}: org.whittle.debug-of", m.name));
-            c.eq(di["Config"]["Entrypoint"].clone(), si["Config"]["Entrypoint"].clone(), &format!("{}: debug entrypoint", m.name));
-            c.eq(di["Config"]["Cmd"].clone(), si["Config"]["Cmd"].clone(), &format!("{}: debug cmd", m.name));
+            let dids: Vec<String> = di["RootFS"]["Layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| s(v).to_string())
+                .collect();
+            c.eq(
+                dids.len(),
+                ids.len() + 1,
+                &format!("{}: debug layers = slim + 1", m.name),
+            );
+            c.eq(
+                &dids[..ids.len().min(dids.len())],
+                &ids[..],
+                &format!("{}: debug's lower layers", m.name),
+            );
+            c.eq(
+                di["Config"]["Labels"]["org.whittle.debug-of"].as_str(),
+                si["Id"].as_str(),
+                &format!("{}: org.whittle.debug-of", m.name),
+            );
+            c.eq(
+                di["Config"]["Entrypoint"].clone(),
+                si["Config"]["Entrypoint"].clone(),
+                &format!("{}: debug entrypoint", m.name),
+            );
+            c.eq(
+                di["Config"]["Cmd"].clone(),
+                si["Config"]["Cmd"].clone(),
+                &format!("{}: debug cmd", m.name),
+            );
             want_layers.insert(s(&d["layer"]["diff_id"]).to_string());
             layers_seen.extend(dids);
             // The tools run.
             let name = unique("whittle-test-debug");
-            let out = run("docker", &os!["run", "--rm", "--name", name.as_str(), "--entrypoint", "sh", dtag.as_str(), "-c", "ls /; cat /etc/passwd"]);
+            let out = run(
+                "docker",
+                &os![
+                    "run",
+                    "--rm",
+                    "--name",
+                    name.as_str(),
+                    "--entrypoint",
+                    "sh",
+                    dtag.as_str(),
+                    "-c",
+                    "ls /; cat /etc/passwd"
+                ],
+            );
             let _c = container(&name);
-            c.check(out.code == Some(0) && out.stdout.contains("root:x:0:0:") && out.stdout.contains("usr\n"), || format!("{}: sh -c 'ls /; cat /etc/passwd' in the debug image: exit {:?}\n{}{}", m.name, out.code, out.stdout, out.stderr));
-            let inspect = whittle(&os!["inspect", dpath.as_path()], &[]).ok("whittle inspect of the debug variant");
-            c.check(inspect.stdout.contains(&format!("debug variant of the slim image with config {}", s(&rm["config_digest"]))), || format!("whittle inspect does not show the debug relation:\n{}", inspect.stdout));
+            c.check(
+                out.code == Some(0)
+                    && out.stdout.contains("root:x:0:0:")
+                    && out.stdout.contains("usr\n"),
+                || {
+                    format!(
+                        "{}: sh -c 'ls /; cat /etc/passwd' in the debug image: exit {:?}\n{}{}",
+                        m.name, out.code, out.stdout, out.stderr
+                    )
+                },
+            );
+            let inspect = whittle(os!["inspect", dpath.as_path()], &[])
+                .ok("whittle inspect of the debug variant");
+            c.check(
+                inspect.stdout.contains(&format!(
+                    "debug variant of the slim image with config {}",
+                    s(&rm["config_digest"])
+                )),
+                || {
+                    format!(
+                        "whittle inspect does not show the debug relation:\n{}",
+                        inspect.stdout
+                    )
+                },
+            );
         }
     }
-    c.eq(layers_seen.len(), 1 + 4 + 2, "distinct layers in Docker: one base + 4 app + 2 tools");
-    c.eq(layers_seen.clone(), want_layers.clone(), "Docker's layers are the report's");
+    c.eq(
+        layers_seen.len(),
+        1 + 4 + 2,
+        "distinct layers in Docker: one base + 4 app + 2 tools",
+    );
+    c.eq(
+        layers_seen.clone(),
+        want_layers.clone(),
+        "Docker's layers are the report's",
+    );
     // What Docker stores for them, from the report's layer sizes, is the report's total.
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     for mem in r3["members"].as_array().unwrap() {
@@ -320,18 +480,32 @@ fn a_family_of_four_shares_one_base_layer() {
             sizes.insert(s(&l["diff_id"]).to_string(), l["size"].as_u64().unwrap());
         }
         if let Some(d) = mem["debug"].as_object() {
-            sizes.insert(s(&d["layer"]["diff_id"]).to_string(), d["layer"]["size"].as_u64().unwrap());
+            sizes.insert(
+                s(&d["layer"]["diff_id"]).to_string(),
+                d["layer"]["size"].as_u64().unwrap(),
+            );
         }
     }
-    c.eq(sizes.values().sum::<u64>(), r3["total"]["unique_bytes"].as_u64().unwrap(), "unique bytes");
-    c.check(r3["total"]["unique_bytes"].as_u64() < r3["total"]["independent_bytes"].as_u64(), || "the family stores no less than independent builds".into());
+    c.eq(
+        sizes.values().sum::<u64>(),
+        r3["total"]["unique_bytes"].as_u64().unwrap(),
+        "unique bytes",
+    );
+    c.check(
+        r3["total"]["unique_bytes"].as_u64() < r3["total"]["independent_bytes"].as_u64(),
+        || "the family stores no less than independent builds".into(),
+    );
 
     // Every member answers like its fat image; the debug variant still runs the app.
     for m in members {
         let fat = load_fixture(m.name);
         let want = answer(&fat.name, m.app, scratch);
         let got = answer(&tag(&prefix, m), m.app, scratch);
-        c.eq(got, want.clone(), &format!("{}: slim answer vs fat", m.name));
+        c.eq(
+            got,
+            want.clone(),
+            &format!("{}: slim answer vs fat", m.name),
+        );
         if m.debug {
             let got = answer(&format!("{}-debug", tag(&prefix, m)), m.app, scratch);
             c.eq(got, want, &format!("{}: debug answer vs fat", m.name));
@@ -342,15 +516,33 @@ fn a_family_of_four_shares_one_base_layer() {
     let apps3 = app_digests(&r3);
     let r4 = family_json(&toml, &["--rebase"], &cache);
     c.eq(s(&r4["base"]["lock"]), "rebased", "rebase: lock");
-    c.check(s(&r4["base"]["diff_id"]) != base1, || "--rebase kept the old base although redis needs more of it".into());
-    c.check(fs::read(&lock).unwrap() != lock1, || "--rebase did not rewrite the lock".into());
+    c.check(s(&r4["base"]["diff_id"]) != base1, || {
+        "--rebase kept the old base although redis needs more of it".into()
+    });
+    c.check(fs::read(&lock).unwrap() != lock1, || {
+        "--rebase did not rewrite the lock".into()
+    });
     let apps4 = app_digests(&r4);
     for m in ["nginx", "python", "jq"] {
-        c.eq(apps4.get(m), apps3.get(m), &format!("rebase: {m}'s app layer"));
-        c.eq(s(&member(&r4, m)["verification"]), "passed", &format!("rebase: {m} verification"));
+        c.eq(
+            apps4.get(m),
+            apps3.get(m),
+            &format!("rebase: {m}'s app layer"),
+        );
+        c.eq(
+            s(&member(&r4, m)["verification"]),
+            "passed",
+            &format!("rebase: {m} verification"),
+        );
     }
-    c.check(apps4.get("redis") != apps3.get("redis"), || "rebase: redis's app layer did not change".into());
-    c.eq(r4["total"]["rebase_would_move"].as_u64(), Some(0), "after --rebase nothing is outside the lock");
+    c.check(apps4.get("redis") != apps3.get("redis"), || {
+        "rebase: redis's app layer did not change".into()
+    });
+    c.eq(
+        r4["total"]["rebase_would_move"].as_u64(),
+        Some(0),
+        "after --rebase nothing is outside the lock",
+    );
     c.finish();
 }
 
@@ -392,12 +584,26 @@ fn bad_family_files_are_refused_with_one_line() {
         let r = wh(&os!["family", "build", toml.as_path()], &cache);
         c.eq(r.code, Some(1), &format!("{what}: exit code"));
         let line = r.stderr.trim();
-        c.check(line.lines().count() == 1 && line.starts_with("whittle: error: "), || format!("{what}: not one error line: {line}"));
+        c.check(
+            line.lines().count() == 1 && line.starts_with("whittle: error: "),
+            || format!("{what}: not one error line: {line}"),
+        );
         for n in &needles {
-            c.check(line.contains(n.as_str()), || format!("{what}: {line:?} does not contain {n:?}"));
+            c.check(line.contains(n.as_str()), || {
+                format!("{what}: {line:?} does not contain {n:?}")
+            });
         }
-        c.check(!dir.path().join("out").exists() || fs::read_dir(dir.path().join("out")).unwrap().next().is_none(), || format!("{what}: something was written under out/"));
-        c.check(!dir.path().join("f.lock").exists(), || format!("{what}: a lock was written"));
+        c.check(
+            !dir.path().join("out").exists()
+                || fs::read_dir(dir.path().join("out"))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+            || format!("{what}: something was written under out/"),
+        );
+        c.check(!dir.path().join("f.lock").exists(), || {
+            format!("{what}: a lock was written")
+        });
     }
     c.finish();
 }
@@ -407,7 +613,9 @@ fn bad_family_files_are_refused_with_one_line() {
 fn conflicting_toolbox(dir: &Path) -> PathBuf {
     let (entry, _) = docker_archive_meta(&fixture("base"));
     let layer_name = s(&entry["Layers"][0]).to_string();
-    let layer = archive_members(&fixture("base")).remove(&layer_name).unwrap();
+    let layer = archive_members(&fixture("base"))
+        .remove(&layer_name)
+        .unwrap();
     let layer_file = dir.join("base-layer.tar");
     fs::write(&layer_file, &layer).unwrap();
     let libc_path = "usr/lib/x86_64-linux-gnu/libc.so.6";
@@ -434,36 +642,111 @@ fn debug_variant_of_a_single_build() {
     let ddest = dir.path().join("jq-slim-debug.tar");
     let mut c = Checks::default();
 
-    let r = wh(&os!["build", jq.as_path(), format!("docker-archive:{}", dest.display()), "--debug-variant", "--debug-tools", "sh,ls,cat", "--json"], &cache)
-        .ok("whittle build --debug-variant");
+    let r = wh(
+        &os![
+            "build",
+            jq.as_path(),
+            format!("docker-archive:{}", dest.display()),
+            "--debug-variant",
+            "--debug-tools",
+            "sh,ls,cat",
+            "--json"
+        ],
+        &cache,
+    )
+    .ok("whittle build --debug-variant");
     let rep: Value = serde_json::from_str(&r.stdout).unwrap();
     let (_, slim_cfg) = docker_archive_meta(&dest);
     let (dentry, dcfg) = docker_archive_meta(&ddest);
     let slim_ids = slim_cfg["rootfs"]["diff_ids"].as_array().unwrap().clone();
     let dids = dcfg["rootfs"]["diff_ids"].as_array().unwrap().clone();
-    c.eq(dids.len(), slim_ids.len() + 1, "debug diff_ids = slim's + one");
-    c.eq(&dids[..slim_ids.len()], &slim_ids[..], "debug's lower diff_ids");
+    c.eq(
+        dids.len(),
+        slim_ids.len() + 1,
+        "debug diff_ids = slim's + one",
+    );
+    c.eq(
+        &dids[..slim_ids.len()],
+        &slim_ids[..],
+        "debug's lower diff_ids",
+    );
     let members = archive_members(&dest);
-    let slim_cfg_name = docker_archive_meta(&dest).0["Config"].as_str().unwrap().to_string();
+    let slim_cfg_name = docker_archive_meta(&dest).0["Config"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let slim_digest = format!("sha256:{}", sha256_hex(&members[&slim_cfg_name]));
-    c.eq(dcfg["config"]["Labels"]["org.whittle.debug-of"].as_str(), Some(slim_digest.as_str()), "org.whittle.debug-of");
-    c.eq(s(&rep["debug"]["debug_of"]), slim_digest.as_str(), "report debug_of");
-    c.check(dentry["RepoTags"][0].as_str().is_some_and(|t| t.ends_with("whittle-fixture/jq:latest-slim-debug")), || format!("debug tag: {}", dentry["RepoTags"]));
-    c.eq(rep["debug"]["tools"].clone(), serde_json::json!(["sh", "ls", "cat"]), "tools");
+    c.eq(
+        dcfg["config"]["Labels"]["org.whittle.debug-of"].as_str(),
+        Some(slim_digest.as_str()),
+        "org.whittle.debug-of",
+    );
+    c.eq(
+        s(&rep["debug"]["debug_of"]),
+        slim_digest.as_str(),
+        "report debug_of",
+    );
+    c.check(
+        dentry["RepoTags"][0]
+            .as_str()
+            .is_some_and(|t| t.ends_with("whittle-fixture/jq:latest-slim-debug")),
+        || format!("debug tag: {}", dentry["RepoTags"]),
+    );
+    c.eq(
+        rep["debug"]["tools"].clone(),
+        serde_json::json!(["sh", "ls", "cat"]),
+        "tools",
+    );
 
     // An explicitly named tool the toolbox lacks: an error naming it, nothing written.
     let dest2 = dir.path().join("x.tar");
-    let r = wh(&os!["build", jq.as_path(), format!("docker-archive:{}", dest2.display()), "--debug-variant", "--debug-tools", "sh,nosuchtool"], &cache);
+    let r = wh(
+        &os![
+            "build",
+            jq.as_path(),
+            format!("docker-archive:{}", dest2.display()),
+            "--debug-variant",
+            "--debug-tools",
+            "sh,nosuchtool"
+        ],
+        &cache,
+    );
     c.eq(r.code, Some(1), "missing tool: exit code");
-    c.check(r.stderr.contains("--debug-tools nosuchtool: no executable of that name"), || format!("missing tool: {}", r.stderr));
-    c.check(!dest2.exists() && !dir.path().join("x-debug.tar").exists(), || "missing tool: something was written".into());
+    c.check(
+        r.stderr
+            .contains("--debug-tools nosuchtool: no executable of that name"),
+        || format!("missing tool: {}", r.stderr),
+    );
+    c.check(
+        !dest2.exists() && !dir.path().join("x-debug.tar").exists(),
+        || "missing tool: something was written".into(),
+    );
 
     // A toolbox whose libc is not the slim image's: refused, naming the path.
     let toolbox = conflicting_toolbox(dir.path());
-    let r = wh(&os!["build", jq.as_path(), format!("docker-archive:{}", dest2.display()), "--debug-variant", "--debug-tools", "sh", "--debug-from", format!("docker-archive:{}", toolbox.display())], &cache);
+    let r = wh(
+        &os![
+            "build",
+            jq.as_path(),
+            format!("docker-archive:{}", dest2.display()),
+            "--debug-variant",
+            "--debug-tools",
+            "sh",
+            "--debug-from",
+            format!("docker-archive:{}", toolbox.display())
+        ],
+        &cache,
+    );
     c.eq(r.code, Some(1), "conflicting toolbox: exit code");
-    c.check(r.stderr.contains("/usr/lib/x86_64-linux-gnu/libc.so.6 differs from the slim image's"), || format!("conflicting toolbox: {}", r.stderr));
-    c.check(!dest2.exists() && !dir.path().join("x-debug.tar").exists(), || "conflicting toolbox: something was written".into());
+    c.check(
+        r.stderr
+            .contains("/usr/lib/x86_64-linux-gnu/libc.so.6 differs from the slim image's"),
+        || format!("conflicting toolbox: {}", r.stderr),
+    );
+    c.check(
+        !dest2.exists() && !dir.path().join("x-debug.tar").exists(),
+        || "conflicting toolbox: something was written".into(),
+    );
     c.finish();
 }
 
@@ -482,38 +765,78 @@ fn a_killed_builds_extraction_is_removed_by_the_next_run() {
     let dir = tempdir("leftovers");
     let env = [("WHITTLE_SCRATCH", scratch.as_os_str())];
     let mut child = std::process::Command::new(common::whittle_bin())
-        .args([OsStr::new("build"), fixture("nginx").as_os_str(), OsStr::new(&format!("docker-archive:{}/n.tar", dir.path().display()))])
+        .args([
+            OsStr::new("build"),
+            fixture("nginx").as_os_str(),
+            OsStr::new(&format!("docker-archive:{}/n.tar", dir.path().display())),
+        ])
         .envs(env)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let extraction = || -> Option<PathBuf> {
-        fs::read_dir(&scratch).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name().unwrap().to_string_lossy().starts_with("whittle-sandbox-rootfs-")
-                && p.join("lower/usr").exists()
-        })
+        fs::read_dir(&scratch)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("whittle-sandbox-rootfs-")
+                    && p.join("lower/usr").exists()
+            })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let left = loop {
         if let Some(p) = extraction() {
             break p;
         }
-        assert!(Instant::now() < deadline, "no extraction appeared in {} within 60 s", scratch.display());
-        assert!(child.try_wait().unwrap().is_none(), "the build ended before its extraction was seen");
+        assert!(
+            Instant::now() < deadline,
+            "no extraction appeared in {} within 60 s",
+            scratch.display()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before its extraction was seen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     child.kill().unwrap(); // SIGKILL: no drop guard runs
     child.wait().unwrap();
-    assert!(left.exists(), "the killed build's extraction is gone already");
+    assert!(
+        left.exists(),
+        "the killed build's extraction is gone already"
+    );
     // A directory of a live owner (this test process) must stay.
     let stat = fs::read_to_string("/proc/self/stat").unwrap();
-    let start: u64 = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().parse().unwrap();
-    let live = scratch.join(format!("whittle-sandbox-rootfs-{}.{start}-live", std::process::id()));
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let live = scratch.join(format!(
+        "whittle-sandbox-rootfs-{}.{start}-live",
+        std::process::id()
+    ));
     fs::create_dir(&live).unwrap();
-    let r = whittle(&os!["inspect", fixture("base").as_path()], &env);
+    let r = whittle(os!["inspect", fixture("base").as_path()], &env);
     assert_eq!(r.code, Some(0), "whittle inspect: {}", r.stderr);
-    assert!(!left.exists(), "the next run left {} behind", left.display());
-    assert!(r.stderr.contains("left behind by a killed whittle run"), "stderr: {}", r.stderr);
-    assert!(live.exists(), "the next run removed a live process's directory");
+    assert!(
+        !left.exists(),
+        "the next run left {} behind",
+        left.display()
+    );
+    assert!(
+        r.stderr.contains("left behind by a killed whittle run"),
+        "stderr: {}",
+        r.stderr
+    );
+    assert!(
+        live.exists(),
+        "the next run removed a live process's directory"
+    );
 }

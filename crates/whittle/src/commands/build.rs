@@ -76,14 +76,19 @@ impl Args {
     /// The build options these flags give (`debug` forces the debug variant on, as a
     /// family member's `debug = true` does).
     pub fn options(self, debug: bool) -> Result<BuildOptions> {
-        if !(self.debug_variant || debug) && (self.debug_tools.is_some() || self.debug_from.is_some())
+        if !(self.debug_variant || debug)
+            && (self.debug_tools.is_some() || self.debug_from.is_some())
         {
             anyhow::bail!("--debug-tools and --debug-from need --debug-variant");
         }
         let debug = if self.debug_variant || debug {
             Some(DebugOptions {
                 tools: self.debug_tools,
-                from: self.debug_from.as_deref().map(ImageRef::parse).transpose()?,
+                from: self
+                    .debug_from
+                    .as_deref()
+                    .map(ImageRef::parse)
+                    .transpose()?,
             })
         } else {
             None

@@ -74,7 +74,10 @@ fn members(spec: &FamilySpec) -> Result<Vec<Member>> {
                 anyhow::anyhow!("{file}: member {:?}: args: {first}", m.name)
             })?;
             if let Some(flag) = parsed.build.family_conflicts() {
-                anyhow::bail!("{file}: member {:?}: args: {flag} is not for a family member", m.name);
+                anyhow::bail!(
+                    "{file}: member {:?}: args: {flag} is not for a family member",
+                    m.name
+                );
             }
             let opts = parsed
                 .build

@@ -6,8 +6,8 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::snap::{self, Snapshot};
 use super::{require, run, run_ok, Run};
