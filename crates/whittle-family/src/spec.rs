@@ -209,7 +209,7 @@ debug = true
     fn bad_files_name_the_problem() {
         let e = parse(&OK.replace("debug = true", "debgu = true")).unwrap_err();
         assert!(
-            e.starts_with("DIR/f.toml: line 9: unknown field `debgu`"),
+            e.starts_with("DIR/f.toml: line 8: unknown field `debgu`"),
             "{e}"
         );
         let e = parse(&format!("{OK}{}", OK.replace("lock = \"x.lock\"", ""))).unwrap_err();
