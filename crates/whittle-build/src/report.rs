@@ -289,6 +289,20 @@ impl BuildReport {
                 let _ = writeln!(s, "         round {}: auto-included {a}", r.round);
             }
         }
+        if let Some(d) = &self.debug {
+            let _ = writeln!(
+                s,
+                "debug    {} (+{} tools layer: {}){}",
+                d.destination,
+                human_bytes(d.layer.size),
+                d.tools.join(", "),
+                if d.missing_tools.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not in {}: {}", d.toolbox, d.missing_tools.join(", "))
+                }
+            );
+        }
         let _ = write!(s, "time    ");
         for (k, v) in &self.timings_ms {
             let _ = write!(s, " {k} {:.2} s", *v as f64 / 1000.0);

@@ -699,53 +699,43 @@ fn debug_variant_of_a_single_build() {
     );
 
     // An explicitly named tool the toolbox lacks: an error naming it, nothing written.
-    let dest2 = dir.path().join("x.tar");
-    let r = wh(
-        &os![
-            "build",
-            jq.as_path(),
+    let refused = |c: &mut Checks, what: &str, extra: &[String], needle: &str| {
+        let dest2 = dir.path().join("x.tar");
+        let mut args: Vec<String> = vec![
+            "build".into(),
+            jq.display().to_string(),
             format!("docker-archive:{}", dest2.display()),
-            "--debug-variant",
-            "--debug-tools",
-            "sh,nosuchtool"
-        ],
-        &cache,
+            "--debug-variant".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        let r = wh(&args.iter().map(OsStr::new).collect::<Vec<_>>(), &cache);
+        c.eq(r.code, Some(1), &format!("{what}: exit code"));
+        c.check(r.stderr.contains(needle), || {
+            format!("{what}: {}", r.stderr)
+        });
+        c.check(
+            !dest2.exists() && !dir.path().join("x-debug.tar").exists(),
+            || format!("{what}: something was written"),
+        );
+    };
+    refused(
+        &mut c,
+        "missing tool",
+        &["--debug-tools".into(), "sh,nosuchtool".into()],
+        "--debug-tools nosuchtool: no executable of that name",
     );
-    c.eq(r.code, Some(1), "missing tool: exit code");
-    c.check(
-        r.stderr
-            .contains("--debug-tools nosuchtool: no executable of that name"),
-        || format!("missing tool: {}", r.stderr),
-    );
-    c.check(
-        !dest2.exists() && !dir.path().join("x-debug.tar").exists(),
-        || "missing tool: something was written".into(),
-    );
-
     // A toolbox whose libc is not the slim image's: refused, naming the path.
     let toolbox = conflicting_toolbox(dir.path());
-    let r = wh(
-        &os![
-            "build",
-            jq.as_path(),
-            format!("docker-archive:{}", dest2.display()),
-            "--debug-variant",
-            "--debug-tools",
-            "sh",
-            "--debug-from",
-            format!("docker-archive:{}", toolbox.display())
+    refused(
+        &mut c,
+        "conflicting toolbox",
+        &[
+            "--debug-tools".into(),
+            "sh".into(),
+            "--debug-from".into(),
+            format!("docker-archive:{}", toolbox.display()),
         ],
-        &cache,
-    );
-    c.eq(r.code, Some(1), "conflicting toolbox: exit code");
-    c.check(
-        r.stderr
-            .contains("/usr/lib/x86_64-linux-gnu/libc.so.6 differs from the slim image's"),
-        || format!("conflicting toolbox: {}", r.stderr),
-    );
-    c.check(
-        !dest2.exists() && !dir.path().join("x-debug.tar").exists(),
-        || "conflicting toolbox: something was written".into(),
+        "/usr/lib/x86_64-linux-gnu/libc.so.6 differs from the slim image's",
     );
     c.finish();
 }
@@ -839,4 +829,80 @@ fn a_killed_builds_extraction_is_removed_by_the_next_run() {
         live.exists(),
         "the next run removed a live process's directory"
     );
+}
+
+#[test]
+fn help_ends_with_examples_and_completions_and_man_are_generated() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["build"],
+        &["family"],
+        &["family", "build"],
+        &["squash"],
+        &["inspect"],
+        &["deps"],
+        &["trace"],
+        &["completions"],
+        &["man"],
+    ];
+    let mut c = Checks::default();
+    for cmd in commands {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.push("--help");
+        let r = whittle(&args, &[]);
+        c.eq(
+            r.code,
+            Some(0),
+            &format!("whittle {}: exit code", args.join(" ")),
+        );
+        let tail: Vec<&str> = r.stdout.trim_end().lines().rev().take(4).collect();
+        let examples = tail
+            .iter()
+            .filter(|l| l.trim_start().starts_with("whittle "))
+            .count();
+        c.check(r.stdout.contains("\nExamples:\n") && examples >= 2, || {
+            format!(
+                "whittle {} does not end with examples:\n{}",
+                args.join(" "),
+                r.stdout
+            )
+        });
+    }
+    for (shell, needle) in [
+        ("bash", "_whittle()"),
+        ("zsh", "#compdef whittle"),
+        ("fish", "complete -c whittle"),
+    ] {
+        let r = whittle(["completions", shell], &[]);
+        c.check(
+            r.code == Some(0) && r.stdout.contains(needle) && r.stdout.contains("family"),
+            || {
+                format!(
+                    "completions {shell}: exit {:?}, {} bytes",
+                    r.code,
+                    r.stdout.len()
+                )
+            },
+        );
+    }
+    let r = whittle(["man"], &[]);
+    c.check(
+        r.code == Some(0) && r.stdout.contains(".TH whittle"),
+        || {
+            format!(
+                "man: exit {:?}\n{}",
+                r.code,
+                &r.stdout[..r.stdout.len().min(300)]
+            )
+        },
+    );
+    let dir = tempdir("man");
+    let r = whittle(os!["man", "--dir", dir.path()], &[]);
+    c.eq(r.code, Some(0), "man --dir");
+    for page in ["whittle.1", "whittle-build.1", "whittle-family.1"] {
+        c.check(dir.path().join(page).exists(), || {
+            format!("man --dir wrote no {page}")
+        });
+    }
+    c.finish();
 }

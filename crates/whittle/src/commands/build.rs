@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use whittle_build::debug::DebugOptions;
-use whittle_build::{build, BuildOptions, Error as BuildError, Progress};
+use whittle_build::{build, BuildOptions, Error as BuildError};
 use whittle_image::write::{check_file_destination, write_file};
 use whittle_image::{ImageRef, Transport};
 
 use crate::commands::squash::CompressArg;
 use crate::commands::trace::RunArgs;
-use crate::output::{byte_progress, print_json};
+use crate::output::{print_json, with_build_progress};
 
 /// `whittle build SRC [DEST] [probes] [options]`
 #[derive(Debug, clap::Args)]
@@ -157,18 +157,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (report_file, html_file, json) = (a.report.clone(), a.html.clone(), a.json);
     let opts = a.options(false)?;
     whittle_sandbox::install_interrupt_handler();
-    let bar = byte_progress("reading the image");
-    let stage = |s: &str| {
-        bar.set_message(s.to_string());
-        bar.set_position(0);
-    };
-    let tick = |n: u64| bar.inc(n);
-    let progress = Progress {
-        stage: &stage,
-        bytes: Some(&tick),
-    };
-    let built = build(&src, &dest, &opts, &progress);
-    bar.finish_and_clear();
+    let built = with_build_progress("reading the image", |p| build(&src, &dest, &opts, p));
     let built = match built {
         Ok(b) => b,
         Err(BuildError::Interrupted) => {

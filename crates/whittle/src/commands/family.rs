@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use whittle_build::Progress;
 use whittle_family::{FamilyOptions, FamilySpec, Member};
 
-use crate::output::{byte_progress, print_json};
+use crate::output::{print_json, with_build_progress};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -96,19 +95,10 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     let spec = FamilySpec::load(&a.family)?;
     let members = members(&spec)?;
     whittle_sandbox::install_interrupt_handler();
-    let bar = byte_progress("reading the images");
-    let stage = |s: &str| {
-        bar.set_message(s.to_string());
-        bar.set_position(0);
-    };
-    let tick = |n: u64| bar.inc(n);
-    let progress = Progress {
-        stage: &stage,
-        bytes: Some(&tick),
-    };
     let opts = FamilyOptions { rebase: a.rebase };
-    let report = whittle_family::build(&spec, &members, &opts, &progress);
-    bar.finish_and_clear();
+    let report = with_build_progress("reading the images", |p| {
+        whittle_family::build(&spec, &members, &opts, p)
+    });
     let report = match report {
         Ok(r) => r,
         Err(whittle_family::Error::Interrupted) => {
