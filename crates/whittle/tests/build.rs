@@ -22,7 +22,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::fmt::Debug;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +33,7 @@ use common::engines::{
 };
 use common::gen::{self, Blob, Comp};
 use common::{
-    fixtures, report, require, run, run_ok, sha256_file, sha256_hex, tempdir, unique, Run,
+    fixtures, report, require, run, run_ok, sha256_file, sha256_hex, tempdir, unique, Checks, Run,
 };
 use serde_json::{json, Value};
 
@@ -50,59 +49,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// One test at a time (see the module comment); a failed test does not poison the others.
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Soft assertions: every failed check is collected, the test fails at [`Checks::finish`].
-struct Checks {
-    test: &'static str,
-    failed: Vec<String>,
-    passed: usize,
-}
-
-impl Checks {
-    fn new(test: &'static str) -> Checks {
-        Checks {
-            test,
-            failed: Vec::new(),
-            passed: 0,
-        }
-    }
-
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) -> bool {
-        if ok {
-            self.passed += 1;
-        } else {
-            let w = what();
-            report(&format!("build {}: CHECK FAILED: {w}\n", self.test));
-            self.failed.push(w);
-        }
-        ok
-    }
-
-    fn eq<T: PartialEq + Debug>(&mut self, got: T, want: T, what: &str) -> bool {
-        let ok = got == want;
-        self.check(ok, || format!("{what}: got {got:?}, want {want:?}"))
-    }
-
-    /// Fails the test now (with everything collected so far) if `ok` is false: for checks
-    /// the rest of the test depends on.
-    fn require(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        if !self.check(ok, what) {
-            self.finish();
-        }
-    }
-
-    fn finish(&mut self) {
-        let failed = std::mem::take(&mut self.failed);
-        assert!(
-            failed.is_empty(),
-            "{}: {} of {} checks failed:\n  - {}",
-            self.test,
-            failed.len(),
-            failed.len() + self.passed,
-            failed.join("\n  - ")
-        );
-    }
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -27,7 +27,7 @@ use common::engines::{
 use common::gen::{self, Blob, Comp};
 use common::{
     archive_members, docker_archive_meta, fixtures, run, sha256_file, sha256_hex, tempdir, unique,
-    whittle, Run,
+    whittle, Checks, Run,
 };
 use serde_json::Value;
 
@@ -143,32 +143,6 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
 }
 
-/// Soft checks, reported together at the end.
-#[derive(Default)]
-struct Checks(Vec<String>);
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            let w = what();
-            common::report(&format!("family: CHECK FAILED: {w}\n"));
-            self.0.push(w);
-        }
-    }
-    fn eq<T: PartialEq + std::fmt::Debug>(&mut self, got: T, want: T, what: &str) {
-        let ok = got == want;
-        self.check(ok, || format!("{what}: got {got:?}, want {want:?}"));
-    }
-    fn finish(self) {
-        assert!(
-            self.0.is_empty(),
-            "{} checks failed:\n  - {}",
-            self.0.len(),
-            self.0.join("\n  - ")
-        );
-    }
-}
-
 /// `docker run -d` the image, then `redis-cli ping` inside until it answers (30 s).
 fn redis_ping(image: &str) -> String {
     let name = unique("whittle-test-redis");
@@ -207,6 +181,20 @@ fn answer(image: &str, app: App, scratch: &Path) -> String {
     }
 }
 
+/// `docker load` (the tag removed when `guards` drops), then `docker image inspect`: the
+/// image and its layers' diff_ids.
+fn load_and_inspect(path: &Path, tag: &str, guards: &mut Vec<DockerImage>) -> (Value, Vec<String>) {
+    guards.push(docker_load(path, tag).unwrap_or_else(|e| panic!("{e}")));
+    let i = docker_inspect(tag);
+    let ids = i["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| s(v).to_string())
+        .collect();
+    (i, ids)
+}
+
 fn app_digests(r: &Value) -> BTreeMap<String, String> {
     r["members"]
         .as_array()
@@ -226,7 +214,7 @@ fn a_family_of_four_shares_one_base_layer() {
     let toml = dir.path().join("shop.toml");
     let lock = dir.path().join("family.lock");
     let prefix = unique("whittle-test-family");
-    let mut c = Checks::default();
+    let mut c = Checks::new("family a_family_of_four_shares_one_base_layer");
 
     // Three members first: the lock is written from them.
     write_family(&toml, &prefix, &[&WEB, &PY, &JQ]);
@@ -334,16 +322,14 @@ fn a_family_of_four_shares_one_base_layer() {
     let mut want_layers: BTreeSet<String> = BTreeSet::from([base1.clone()]);
     for m in members {
         let rm = member(&r3, m.name);
+        c.eq(
+            s(&rm["verification"]),
+            "passed",
+            &format!("{}: verification", m.name),
+        );
         let slim_tag = tag(&prefix, m);
         let path = dir.path().join(format!("out/{}.tar", m.name));
-        guards.push(docker_load(&path, &slim_tag).unwrap_or_else(|e| panic!("{e}")));
-        let si = docker_inspect(&slim_tag);
-        let ids: Vec<String> = si["RootFS"]["Layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| s(v).to_string())
-            .collect();
+        let (si, ids) = load_and_inspect(&path, &slim_tag, &mut guards);
         c.eq(
             ids.first().map(String::as_str),
             Some(base1.as_str()),
@@ -384,14 +370,7 @@ fn a_family_of_four_shares_one_base_layer() {
                 &format!("{}: debug tag", m.name),
             );
             let dpath = dir.path().join(format!("out/{}-debug.tar", m.name));
-            guards.push(docker_load(&dpath, &dtag).unwrap_or_else(|e| panic!("{e}")));
-            let di = docker_inspect(&dtag);
-            let dids: Vec<String> = di["RootFS"]["Layers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| s(v).to_string())
-                .collect();
+            let (di, dids) = load_and_inspect(&dpath, &dtag, &mut guards);
             c.eq(
                 dids.len(),
                 ids.len() + 1,
@@ -578,7 +557,7 @@ fn bad_family_files_are_refused_with_one_line() {
             vec![format!("member other: built on {other_id}"), base_id.clone()],
         ),
     ];
-    let mut c = Checks::default();
+    let mut c = Checks::new("family bad_family_files_are_refused_with_one_line");
     for (text, what, needles) in cases {
         fs::write(&toml, text).unwrap();
         let r = wh(&os!["family", "build", toml.as_path()], &cache);
@@ -640,7 +619,7 @@ fn debug_variant_of_a_single_build() {
     let jq = fixture("jq");
     let dest = dir.path().join("jq-slim.tar");
     let ddest = dir.path().join("jq-slim-debug.tar");
-    let mut c = Checks::default();
+    let mut c = Checks::new("family debug_variant_of_a_single_build");
 
     let r = wh(
         &os![
@@ -845,7 +824,7 @@ fn help_ends_with_examples_and_completions_and_man_are_generated() {
         &["completions"],
         &["man"],
     ];
-    let mut c = Checks::default();
+    let mut c = Checks::new("family help_ends_with_examples_and_completions_and_man_are_generated");
     for cmd in commands {
         let mut args: Vec<&str> = cmd.to_vec();
         args.push("--help");
