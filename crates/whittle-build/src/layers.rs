@@ -19,6 +19,8 @@ pub enum Role {
     App,
     /// The whole slim image (`--layers 1`).
     All,
+    /// The debug variant's tools.
+    Tools,
 }
 
 impl Role {
@@ -27,6 +29,7 @@ impl Role {
             Role::Base => "base",
             Role::App => "app",
             Role::All => "all",
+            Role::Tools => "tools",
         }
     }
 }
@@ -44,10 +47,8 @@ pub fn split(slim: &FsTree, layers: u8) -> Vec<(Role, FsTree)> {
         |k: &[u8]| slim.get(k).is_some_and(|n| n.layer == 0) || has_base_descendant(slim, k);
     let mut base = slim.clone();
     base.retain(|k, _| in_base(k));
-    let mut app = slim.clone();
-    app.retain(|k, n| {
-        let own = !(n.layer == 0 || (n.is_dir() && base.get(k).is_some()));
-        own || has_app_descendant(slim, &base, k)
+    let app = app_layer(slim, |k, n| {
+        !(n.layer == 0 || (n.is_dir() && base.get(k).is_some()))
     });
     let app_has_content = app
         .iter()
@@ -58,14 +59,27 @@ pub fn split(slim: &FsTree, layers: u8) -> Vec<(Role, FsTree)> {
     vec![(Role::Base, base), (Role::App, app)]
 }
 
-fn has_base_descendant(t: &FsTree, dir: &[u8]) -> bool {
-    t.get(dir).is_some_and(|n| n.is_dir()) && t.descendants(dir).any(|(_, n)| n.layer == 0)
+/// The app layer on a family's shared base layer `base` (made from the base image's own
+/// first `base_layers` layers): every path of `slim` that the base layer does not provide as
+/// is — a file the base provides unchanged stays out, a base directory the member's layers
+/// gave other metadata is repeated — plus the directories on the way.
+pub fn app_on_base(slim: &FsTree, base: &FsTree, base_layers: u32) -> FsTree {
+    app_layer(slim, |k, n| match base.get(k) {
+        None => true,
+        Some(b) if n.is_dir() => !(b.is_dir() && b.meta == n.meta),
+        Some(_) => n.layer >= base_layers,
+    })
 }
 
-fn has_app_descendant(t: &FsTree, base: &FsTree, dir: &[u8]) -> bool {
-    t.get(dir).is_some_and(|n| n.is_dir())
-        && t.descendants(dir)
-            .any(|(k, n)| !(n.layer == 0 || (n.is_dir() && base.get(k).is_some())))
+/// The paths of `slim` that are `own`, and the directories on their way.
+fn app_layer(slim: &FsTree, own: impl Fn(&[u8], &whittle_fstree::Node) -> bool) -> FsTree {
+    let mut app = slim.clone();
+    app.retain(|k, n| own(k, n) || (n.is_dir() && slim.descendants(k).any(|(dk, dn)| own(dk, dn))));
+    app
+}
+
+fn has_base_descendant(t: &FsTree, dir: &[u8]) -> bool {
+    t.get(dir).is_some_and(|n| n.is_dir()) && t.descendants(dir).any(|(_, n)| n.layer == 0)
 }
 
 /// The creation time of the slim image: `SOURCE_DATE_EPOCH` when set, else the source's.

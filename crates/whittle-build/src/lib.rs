@@ -16,6 +16,7 @@
 //! Nothing is written to the destination unless verification passed (or was turned off), and
 //! the destination is checked for writability before any work starts.
 
+pub mod debug;
 pub mod html;
 pub mod layers;
 pub mod report;
@@ -28,7 +29,7 @@ use std::time::Instant;
 
 use whittle_deps::image::config_of;
 use whittle_deps::Request;
-use whittle_fstree::{display_path, FlattenOptions, Flattened, NodeKind};
+use whittle_fstree::{display_path, ContentStore, FlattenOptions, Flattened, FsTree, NodeKind};
 use whittle_image::compression::Compression;
 use whittle_image::write::{Destination, LayerOut, NewImage};
 use whittle_image::{ImageRef, Transport};
@@ -44,6 +45,7 @@ use crate::report::{
 use crate::select::{Reason, Selection};
 
 pub use report::SCHEMA;
+pub use rounds::Verified;
 
 /// Rounds of auto-include after the first verification.
 pub const AUTO_INCLUDE_ROUNDS: u32 = 3;
@@ -90,6 +92,8 @@ pub struct BuildOptions {
     pub compression: Option<Compression>,
     /// Also return every regular file of the source with its fate, for the HTML treemap.
     pub treemap: bool,
+    /// Also write the debug variant (`--debug-variant`).
+    pub debug: Option<debug::DebugOptions>,
 }
 
 impl Default for BuildOptions {
@@ -106,6 +110,7 @@ impl Default for BuildOptions {
             tag: None,
             compression: None,
             treemap: false,
+            debug: None,
         }
     }
 }
@@ -126,7 +131,8 @@ pub struct Built {
     pub treemap: Vec<html::TreemapFile>,
 }
 
-/// Builds the slim image of `src` into `dest`. See the crate docs for the stages.
+/// Builds the slim image of `src` into `dest`: the stages below, in order. `whittle family`
+/// composes the same stages over several members.
 pub fn build(
     src: &ImageRef,
     dest: &ImageRef,
@@ -134,7 +140,96 @@ pub fn build(
     progress: &Progress<'_>,
 ) -> Result<Built, Error> {
     let t_total = Instant::now();
-    let mut timings: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let destination = prepare(src, dest, opts)?;
+    let debug_destination = match &opts.debug {
+        Some(_) => Some(Destination::prepare(&debug::destination(dest))?),
+        None => None,
+    };
+    let mut traced = trace(src, opts, progress)?;
+    let mut timings = std::mem::take(&mut traced.timings);
+    let t = Instant::now();
+    let (mut sel, mut notes) = select(&traced, opts)?;
+    let select_ms = ms(t);
+    let t = Instant::now();
+    let verified = verify(&traced, &mut sel, opts, dest, progress)?;
+    let verify_ms = ms(t);
+    let slim_tree = sel.slim_tree();
+    let store = &traced.fat.flat.store;
+    let parts = layers::split(&slim_tree, opts.layers);
+    let plans: Vec<LayerPlan<'_>> = parts
+        .iter()
+        .map(|(role, tree)| LayerPlan {
+            role: *role,
+            tree,
+            store,
+        })
+        .collect();
+    // The tools layer is resolved before anything is written: a missing tool or a
+    // conflicting toolbox leaves no slim image behind either.
+    let tools = match &opts.debug {
+        Some(d) => Some(debug::tools_for(d, &traced, &slim_tree)?),
+        None => None,
+    };
+    let t = Instant::now();
+    let config = slim_config(&traced, opts, &plans, &[]);
+    let tag = slim_tag(&traced, dest, opts);
+    let passed = verified.status != Status::Failed;
+    let (written, debug_report) = if passed {
+        (progress.stage)("writing the slim image");
+        let w = write(destination, &plans, config.clone(), tag.clone(), opts)?;
+        let debug_report = match (tools, debug_destination) {
+            (Some(tools), Some(d)) => {
+                (progress.stage)("writing the debug variant");
+                Some(debug::write_variant(
+                    d,
+                    &plans,
+                    &tools,
+                    &config,
+                    &w,
+                    tag.as_deref(),
+                    opts,
+                )?)
+            }
+            _ => None,
+        };
+        (Some(w), debug_report)
+    } else {
+        (None, None)
+    };
+    timings.insert("select", select_ms);
+    if opts.verify {
+        timings.insert("verify", verify_ms);
+    }
+    timings.insert("write", ms(t));
+    notes.extend(verified.notes.iter().cloned());
+    let mut built = report(
+        &traced,
+        sel,
+        &parts,
+        Finished {
+            dest,
+            tag,
+            written,
+            verified,
+            notes,
+            debug: debug_report,
+            treemap: opts.treemap,
+            timings,
+        },
+    )?;
+    // Deleting the fat image's extraction is part of the build's time (on a busy disk, a
+    // large part): measured rather than left to a drop after the report is made.
+    let t = Instant::now();
+    drop(traced);
+    let timings = &mut built.report.timings_ms;
+    timings.insert("cleanup", ms(t));
+    timings.insert("total", ms(t_total));
+    Ok(built)
+}
+
+/// Checks that can fail before any work: the options, and that the destination can be
+/// written and is not the source.
+pub fn prepare(src: &ImageRef, dest: &ImageRef, opts: &BuildOptions) -> Result<Destination, Error> {
     whittle_image::write::check_not_source(src, dest)?;
     if !matches!(opts.layers, 1 | 2) {
         return Err(Error::Usage(format!(
@@ -147,11 +242,36 @@ pub fn build(
             "{dest}: a slim build writes an image (docker-archive:, oci:, oci-archive:, docker-daemon:)"
         )));
     }
-    let destination = Destination::prepare(dest)?;
+    Ok(Destination::prepare(dest)?)
+}
 
-    // 1. open
+/// The fat image, opened, extracted and run through the probes: what the later stages read.
+#[derive(Debug)]
+pub struct Traced {
+    pub src: ImageRef,
+    pub image: whittle_image::Image,
+    /// The config as run (with `--user` applied).
+    pub view: whittle_image::ConfigView,
+    /// Uncompressed size of each source layer, bottom first.
+    pub before_layers: Vec<u64>,
+    pub fat: PreparedImage,
+    pub fat_run: whittle_sandbox::Report,
+    pub timings: BTreeMap<&'static str, u64>,
+}
+
+/// The fat image opened and flattened (no extraction, no run): enough to write layers from
+/// a selection made earlier.
+#[derive(Debug)]
+pub struct Opened {
+    pub image: whittle_image::Image,
+    pub view: whittle_image::ConfigView,
+    pub before_layers: Vec<u64>,
+    pub flat: Flattened,
+}
+
+/// Stage 1a: open and flatten `src` (with `--user` applied to the config it is run with).
+pub fn open(src: &ImageRef, opts: &BuildOptions, progress: &Progress<'_>) -> Result<Opened, Error> {
     (progress.stage)("reading the image");
-    let t = Instant::now();
     let image = whittle_image::open(src)?;
     let mut config_value = image.config.value.clone();
     if let Some(u) = &opts.user {
@@ -161,7 +281,7 @@ pub fn build(
         config_value["config"]["User"] = serde_json::json!(u);
     }
     let view = whittle_image::ImageConfig {
-        value: config_value.clone(),
+        value: config_value,
     }
     .view();
     // The uncompressed size of each source layer is known only once it has been read.
@@ -172,16 +292,32 @@ pub fn build(
         progress.bytes,
         |_, entries, _| before_layers.push(entries.tar_size),
     )?;
-    let before: u64 = before_layers.iter().sum();
     check_interrupt()?;
     check_includes(&flat, &view, opts, src)?;
+    Ok(Opened {
+        image,
+        view,
+        before_layers,
+        flat,
+    })
+}
+
+/// Stage 1: open, extract for the sandbox, and trace the fat image with the probes. Fails
+/// when the fat image itself does not answer them (there would be nothing to verify against).
+pub fn trace(
+    src: &ImageRef,
+    opts: &BuildOptions,
+    progress: &Progress<'_>,
+) -> Result<Traced, Error> {
+    let mut timings: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let t = Instant::now();
+    let o = open(src, opts, progress)?;
     (progress.stage)("extracting the image for the sandbox");
-    let fat = PreparedImage::from_flattened(src.to_string(), view.clone(), flat)
+    let fat = PreparedImage::from_flattened(src.to_string(), o.view.clone(), o.flat)
         .map_err(|e| interrupted_or(e.into()))?;
     timings.insert("open", ms(t));
     check_interrupt()?;
 
-    // 2. trace
     (progress.stage)("tracing the fat image");
     let t = Instant::now();
     let fat_run = whittle_sandbox::run(&fat, &opts.run)?;
@@ -210,7 +346,6 @@ pub fn build(
             });
         }
     }
-
     // A probe the fat image did not answer verifies nothing: the slim image failing the same
     // way would "pass".
     if let Some(p) = fat_run.probes.iter().find(|p| !p.ok) {
@@ -225,12 +360,27 @@ pub fn build(
             ),
         });
     }
+    Ok(Traced {
+        src: src.clone(),
+        image: o.image,
+        view: o.view,
+        before_layers: o.before_layers,
+        fat,
+        fat_run,
+        timings,
+    })
+}
 
-    // 3. select
-    (progress.stage)("selecting what the app needs");
-    let t = Instant::now();
-    let (tree, store) = (&fat.flat.tree, &fat.flat.store);
-    let dcfg = config_of(&view);
+/// Stage 2: what the slim image keeps, from the trace, the static closure, the config and
+/// the includes. Returns the selection and its notes.
+pub fn select<'a>(
+    traced: &'a Traced,
+    opts: &BuildOptions,
+) -> Result<(Selection<'a>, Vec<String>), Error> {
+    let (tree, store) = (&traced.fat.flat.tree, &traced.fat.flat.store);
+    let view = &traced.view;
+    let fat_run = &traced.fat_run;
+    let dcfg = config_of(view);
     let mut sel = Selection::new(tree, store, &opts.excludes).map_err(Error::Usage)?;
     let mut notes: Vec<String> = fat_run
         .recorders
@@ -253,164 +403,295 @@ pub fn build(
         };
         sel.add_closure(&req, |why| Reason::Static { why });
     }
-    keep_config_paths(&mut sel, &view);
+    keep_config_paths(&mut sel, view);
     // (Checked before the trace by `check_includes`.)
     for inc in &opts.includes {
         sel.add_include(inc, &dcfg);
     }
     for exe in &opts.include_exes {
-        let Some(path) = sel.which(exe, dcfg.path_var()) else {
-            continue;
-        };
-        let req = Request {
-            config: dcfg.clone(),
-            paths: vec![path],
-        };
-        let arg = exe.clone();
-        sel.add_closure(&req, |_| Reason::Include { arg: arg.clone() });
+        sel.add_exe(exe, &dcfg, Reason::Include { arg: exe.clone() });
     }
     sel.complete();
-    timings.insert("select", ms(t));
-    check_interrupt()?;
+    Ok((sel, notes))
+}
 
-    // 4. verify
-    let t = Instant::now();
-    let verified = if opts.verify {
-        let v = rounds::Verifier {
-            fat: &fat,
-            fat_run: &fat_run,
-            opts,
-            view: &view,
-            config: &dcfg,
-            src,
-            dest,
-            progress,
-        };
-        v.run(&mut sel)?
-    } else {
-        rounds::Verified::skipped()
-    };
-    notes.extend(verified.notes);
-    let (status, rounds, slim_run) = (verified.status, verified.rounds, verified.slim_run);
-    if opts.verify {
-        timings.insert("verify", ms(t));
+/// Stage 3: run the slim tree with the same probes, compare, auto-include on a difference.
+pub fn verify(
+    traced: &Traced,
+    sel: &mut Selection<'_>,
+    opts: &BuildOptions,
+    dest: &ImageRef,
+    progress: &Progress<'_>,
+) -> Result<Verified, Error> {
+    if !opts.verify {
+        return Ok(Verified::skipped());
     }
     check_interrupt()?;
+    let dcfg = config_of(&traced.view);
+    let v = rounds::Verifier {
+        fat: &traced.fat,
+        fat_run: &traced.fat_run,
+        opts,
+        view: &traced.view,
+        config: &dcfg,
+        src: &traced.src,
+        dest,
+        progress,
+    };
+    let out = v.run(sel)?;
+    check_interrupt()?;
+    Ok(out)
+}
+/// One layer to write: its role, its tree and the store its content is read from (a family
+/// writes its base layer from the base image and a tools layer from the toolbox).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerPlan<'a> {
+    pub role: Role,
+    pub tree: &'a FsTree,
+    pub store: &'a ContentStore,
+}
 
-    // 5. write
-    let t = Instant::now();
-    let slim_tree = sel.slim_tree();
-    let parts = layers::split(&slim_tree, opts.layers);
-    let roles: Vec<Role> = parts.iter().map(|(r, _)| *r).collect();
-    let config = layers::config(
+/// What the write stage wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub destination: String,
+    pub config_digest: String,
+    pub layers: Vec<LayerReport>,
+}
+
+/// The slim config of a traced or opened source: the source's, with `--user`, whittle's
+/// labels, `extra_labels`, and one history entry per layer of `plans`.
+pub fn slim_config(
+    traced: &dyn Source,
+    opts: &BuildOptions,
+    plans: &[LayerPlan<'_>],
+    extra_labels: &[(&str, String)],
+) -> serde_json::Value {
+    let image = traced.image();
+    let roles: Vec<Role> = plans.iter().map(|p| p.role).collect();
+    let mut config = layers::config(
         &image.config.value,
         &image.config_digest.to_string(),
         opts.user.as_deref(),
         &roles,
         &created_by(opts),
     );
-    // An archive without a name gets the source's, tagged `-slim`, so `docker load` gives
-    // it a name next to the fat image instead of leaving it untagged.
-    let tag = opts
-        .tag
+    for (k, v) in extra_labels {
+        config["config"]["Labels"][*k] = serde_json::json!(v);
+    }
+    config
+}
+
+/// What the first stage gives the later ones, traced or only opened: the image as read, its
+/// config as run, and its merged tree.
+pub trait Source {
+    fn image(&self) -> &whittle_image::Image;
+    fn view(&self) -> &whittle_image::ConfigView;
+    fn flat(&self) -> &Flattened;
+}
+
+impl Source for Traced {
+    fn image(&self) -> &whittle_image::Image {
+        &self.image
+    }
+    fn view(&self) -> &whittle_image::ConfigView {
+        &self.view
+    }
+    fn flat(&self) -> &Flattened {
+        &self.fat.flat
+    }
+}
+
+impl Source for Opened {
+    fn image(&self) -> &whittle_image::Image {
+        &self.image
+    }
+    fn view(&self) -> &whittle_image::ConfigView {
+        &self.view
+    }
+    fn flat(&self) -> &Flattened {
+        &self.flat
+    }
+}
+
+impl Traced {
+    /// Keeps what later stages read and deletes the extraction (a family holds many
+    /// members until it writes them).
+    pub fn into_opened(self) -> Opened {
+        Opened {
+            image: self.image,
+            view: self.view,
+            before_layers: self.before_layers,
+            flat: self.fat.flat,
+        }
+    }
+}
+
+/// The slim image's name: `--tag`, else the destination's, else (for an archive) the
+/// source's tagged `-slim`, so `docker load` gives it a name next to the fat image.
+pub fn slim_tag(traced: &dyn Source, dest: &ImageRef, opts: &BuildOptions) -> Option<String> {
+    opts.tag
         .clone()
         .or_else(|| dest.name.clone())
         .or_else(|| match dest.transport {
-            Transport::DockerArchive => image.repo_tags.first().map(|t| slim_name(t)),
+            Transport::DockerArchive => traced.image().repo_tags.first().map(|t| slim_name(t)),
             _ => None,
-        });
-    let mut layer_reports: Vec<LayerReport> = Vec::new();
-    let mut config_digest = None;
-    let written = status != Status::Failed;
-    let mut destination_name = dest.to_string();
-    if written {
-        (progress.stage)("writing the slim image");
-        // Per layer: tar statistics and uncompressed bytes, by position (the writer may
-        // compress, and its summary has the stored size).
-        let stats = std::sync::Mutex::new(vec![None; parts.len()]);
-        let outs: Vec<LayerOut<'_>> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, (_, t))| {
-                let stats = &stats;
-                LayerOut::New(Box::new(move |w: &mut dyn std::io::Write| {
-                    let mut counted = Counting { inner: w, n: 0 };
-                    let s = write_layer(t, store, &mut counted, LayerOptions::default())?;
-                    stats.lock().expect("not poisoned")[i] = Some((s, counted.n));
-                    Ok(())
-                }))
-            })
-            .collect();
-        let summary = destination
-            .write(NewImage {
-                config: whittle_image::ImageConfig { value: config },
-                layers: outs,
-                tag: tag.clone(),
-                compression: opts.compression.unwrap_or(Compression::None),
-            })
-            .map_err(|e| interrupted_or(e.into()))?;
-        let stats = stats.into_inner().expect("not poisoned");
-        destination_name = summary.destination.clone();
-        config_digest = Some(summary.config_digest.to_string());
-        for (i, l) in summary.layers.iter().enumerate() {
+        })
+}
+
+/// Stage 4: writes the layers of `plans` and `config` (its diff_ids filled in) to `dest`.
+pub fn write(
+    dest: Destination,
+    plans: &[LayerPlan<'_>],
+    config: serde_json::Value,
+    tag: Option<String>,
+    opts: &BuildOptions,
+) -> Result<Written, Error> {
+    // Per layer: tar statistics and uncompressed bytes, by position (the writer may
+    // compress, and its summary has the stored size).
+    let stats = std::sync::Mutex::new(vec![None; plans.len()]);
+    let outs: Vec<LayerOut<'_>> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let stats = &stats;
+            let p = *p;
+            LayerOut::New(Box::new(move |w: &mut dyn std::io::Write| {
+                let mut counted = Counting { inner: w, n: 0 };
+                let s = write_layer(p.tree, p.store, &mut counted, LayerOptions::default())?;
+                stats.lock().expect("not poisoned")[i] = Some((s, counted.n));
+                Ok(())
+            }))
+        })
+        .collect();
+    let summary = dest
+        .write(NewImage {
+            config: whittle_image::ImageConfig { value: config },
+            layers: outs,
+            tag,
+            compression: opts.compression.unwrap_or(Compression::None),
+        })
+        .map_err(|e| interrupted_or(e.into()))?;
+    let stats = stats.into_inner().expect("not poisoned");
+    let layers = summary
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
             let (st, size) = stats.get(i).copied().flatten().unwrap_or_default();
-            layer_reports.push(LayerReport {
-                role: roles[i].name(),
+            LayerReport {
+                role: plans[i].role.name(),
                 entries: st.entries,
                 content_bytes: st.file_bytes,
                 size,
                 stored_size: Some(l.size),
                 diff_id: Some(l.diff_id.to_string()),
                 digest: Some(l.digest.to_string()),
-            });
-        }
-    } else {
-        // Sizes of what would have been written, for the report.
-        for (role, t) in &parts {
-            let mut sink = std::io::sink();
+            }
+        })
+        .collect();
+    Ok(Written {
+        destination: summary.destination,
+        config_digest: summary.config_digest.to_string(),
+        layers,
+    })
+}
+
+/// The layers of `plans` as they would be written (uncompressed; with their diff_ids), for
+/// a build that is not written and for sizes a family compares against.
+pub fn measure(plans: &[LayerPlan<'_>]) -> Result<Vec<LayerReport>, Error> {
+    plans
+        .iter()
+        .map(|p| {
+            let mut hashing = whittle_image::HashingWriter::new(std::io::sink());
             let mut counted = Counting {
-                inner: &mut sink,
+                inner: &mut hashing,
                 n: 0,
             };
-            let st = write_layer(t, store, &mut counted, LayerOptions::default())?;
-            layer_reports.push(LayerReport {
-                role: role.name(),
+            let st = write_layer(p.tree, p.store, &mut counted, LayerOptions::default())?;
+            let size = counted.n;
+            Ok(LayerReport {
+                role: p.role.name(),
                 entries: st.entries,
                 content_bytes: st.file_bytes,
-                size: counted.n,
+                size,
                 stored_size: None,
-                diff_id: None,
+                diff_id: Some(hashing.finish().1.to_string()),
                 digest: None,
-            });
-        }
-    }
-    timings.insert("write", ms(t));
+            })
+        })
+        .collect()
+}
 
-    let kept = kept_list(&sel, &parts);
-    let (dropped, treemap) = dropped_classes(&sel, opts.treemap);
+/// What the last stage needs besides the traced image and the selection.
+struct Finished<'a> {
+    dest: &'a ImageRef,
+    tag: Option<String>,
+    written: Option<Written>,
+    verified: Verified,
+    notes: Vec<String>,
+    debug: Option<debug::DebugReport>,
+    treemap: bool,
+    timings: BTreeMap<&'static str, u64>,
+}
+
+/// Stage 5: the report.
+fn report(
+    traced: &Traced,
+    sel: Selection<'_>,
+    parts: &[(Role, FsTree)],
+    f: Finished<'_>,
+) -> Result<Built, Error> {
+    let slim_tree = sel.slim_tree();
+    let layer_reports = match &f.written {
+        Some(w) => w.layers.clone(),
+        None => {
+            let plans: Vec<LayerPlan<'_>> = parts
+                .iter()
+                .map(|(role, tree)| LayerPlan {
+                    role: *role,
+                    tree,
+                    store: sel.store(),
+                })
+                .collect();
+            let mut m = measure(&plans)?;
+            // Nothing was written: no digests to give.
+            for l in &mut m {
+                l.diff_id = None;
+            }
+            m
+        }
+    };
+    let tree = sel.tree();
+    let kept = kept_list(&sel, parts);
+    let (dropped, treemap) = dropped_classes(&sel, f.treemap);
+    let before: u64 = traced.before_layers.iter().sum();
     let after: u64 = layer_reports.iter().map(|l| l.size).sum();
     let after_content: u64 = slim_tree.iter().map(|(_, n)| n.size()).sum();
     let before_content: u64 = tree.iter().map(|(_, n)| n.size()).sum();
     let before_files = tree.len().saturating_sub(1) as u64;
-    // Deleting the fat image's extraction is part of the build's time (on a busy disk, a
-    // large part): measure it rather than leave it to a drop after the report is made.
-    let t = Instant::now();
     drop(sel);
-    drop(fat);
-    timings.insert("cleanup", ms(t));
-    timings.insert("total", ms(t_total));
+    let Verified {
+        status,
+        rounds,
+        slim_run,
+        ..
+    } = f.verified;
     let report = BuildReport {
         schema: SCHEMA,
-        source: src.to_string(),
-        destination: destination_name,
-        written,
-        tag,
-        source_config_digest: image.config_digest.to_string(),
-        config_digest,
+        source: traced.src.to_string(),
+        destination: f
+            .written
+            .as_ref()
+            .map_or_else(|| f.dest.to_string(), |w| w.destination.clone()),
+        written: f.written.is_some(),
+        tag: f.tag,
+        source_config_digest: traced.image.config_digest.to_string(),
+        config_digest: f.written.as_ref().map(|w| w.config_digest.clone()),
         layers: layer_reports,
         size: Sizes {
             before,
-            before_layers,
+            before_layers: traced.before_layers.clone(),
             after,
             ratio: if after == 0 {
                 0.0
@@ -426,11 +707,12 @@ pub fn build(
         dropped,
         verification: Verification { status, rounds },
         runs: Runs {
-            fat: RunSummary::of(&fat_run),
+            fat: RunSummary::of(&traced.fat_run),
             slim: slim_run.as_ref().map(RunSummary::of),
         },
-        timings_ms: timings,
-        notes,
+        debug: f.debug,
+        timings_ms: f.timings,
+        notes: f.notes,
     };
     Ok(Built { report, treemap })
 }

@@ -28,6 +28,8 @@ pub struct BuildReport {
     pub dropped: Dropped,
     pub verification: Verification,
     pub runs: Runs,
+    /// The debug variant (`--debug-variant`), when written.
+    pub debug: Option<crate::debug::DebugReport>,
     pub timings_ms: BTreeMap<&'static str, u64>,
     /// Caveats: required pieces the static analysis found missing, includes that matched
     /// nothing, recorder notes.
@@ -286,6 +288,20 @@ impl BuildReport {
             for a in &r.added {
                 let _ = writeln!(s, "         round {}: auto-included {a}", r.round);
             }
+        }
+        if let Some(d) = &self.debug {
+            let _ = writeln!(
+                s,
+                "debug    {} (+{} tools layer: {}){}",
+                d.destination,
+                human_bytes(d.layer.size),
+                d.tools.join(", "),
+                if d.missing_tools.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not in {}: {}", d.toolbox, d.missing_tools.join(", "))
+                }
+            );
         }
         let _ = write!(s, "time    ");
         for (k, v) in &self.timings_ms {

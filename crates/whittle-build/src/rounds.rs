@@ -15,7 +15,7 @@ use crate::{interrupted_or, outcome_name, BuildOptions, Error, Progress, AUTO_IN
 
 /// What verification found.
 #[derive(Debug)]
-pub(crate) struct Verified {
+pub struct Verified {
     pub status: Status,
     pub rounds: Vec<Round>,
     /// The last slim run.
@@ -25,7 +25,7 @@ pub(crate) struct Verified {
 }
 
 impl Verified {
-    pub fn skipped() -> Verified {
+    pub(crate) fn skipped() -> Verified {
         Verified {
             status: Status::Skipped,
             rounds: Vec::new(),

@@ -41,6 +41,8 @@ pub enum Reason {
     Include { arg: String },
     /// Added after verification round `round` found the slim run looking for it.
     AutoInclude { round: u32 },
+    /// In the shared base layer of an image family (another member needs it).
+    FamilyBase,
 }
 
 /// A static-closure reason, kept as JSON so the report shows the deps crate's own form
@@ -100,6 +102,19 @@ impl<'a> Selection<'a> {
             excludes,
             excluded: BTreeSet::new(),
         })
+    }
+
+    /// A selection made earlier (its [`Selection::kept`]), to continue from: a family adds
+    /// the shared base layer's paths to each member's own selection.
+    pub fn restore(
+        tree: &'a FsTree,
+        store: &'a ContentStore,
+        excludes: &[String],
+        kept: BTreeMap<Vec<u8>, BTreeSet<Reason>>,
+    ) -> Result<Selection<'a>, String> {
+        let mut s = Selection::new(tree, store, excludes)?;
+        s.kept = kept;
+        Ok(s)
     }
 
     pub fn tree(&self) -> &FsTree {
@@ -186,6 +201,27 @@ impl<'a> Selection<'a> {
                 .resolve(c, "/", true)
                 .is_ok_and(|r| r.node.is_file() && r.node.mode() & 0o111 != 0)
         })
+    }
+
+    /// `--include-exe NAME`: the program found through `config`'s PATH, with its closure,
+    /// kept for `reason`. Returns its path, or `None` when there is no such program.
+    pub fn add_exe(
+        &mut self,
+        name: &str,
+        config: &whittle_deps::ImageConfig,
+        reason: Reason,
+    ) -> Option<String> {
+        let path = self.which(name, config.path_var())?;
+        let req = Request {
+            config: config.clone(),
+            paths: vec![path.clone()],
+        };
+        self.add_closure(&req, |_| reason.clone());
+        Some(path)
+    }
+
+    pub fn store(&self) -> &'a ContentStore {
+        self.store
     }
 
     pub fn is_kept(&self, key: &[u8]) -> bool {

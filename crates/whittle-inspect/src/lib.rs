@@ -112,6 +112,36 @@ pub struct Report {
     /// What `squash --drop-junk` would remove.
     pub junk_bytes: u64,
     pub security: Security,
+    /// How the image relates to others, from the labels whittle writes.
+    pub relations: Relations,
+}
+
+/// What an image says about the images it belongs with.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Relations {
+    /// A debug variant: the config digest of the slim image it extends
+    /// (`org.whittle.debug-of`).
+    pub debug_of: Option<String>,
+    /// `org.opencontainers.image.base.name` / `.base.digest`, and the diff_id of the shared
+    /// base layer (`org.whittle.base.diff_id`) of a family member.
+    pub base_name: Option<String>,
+    pub base_digest: Option<String>,
+    pub base_diff_id: Option<String>,
+    /// `org.whittle.source`: the config digest of the fat image a slim one was made from.
+    pub source: Option<String>,
+}
+
+impl Relations {
+    fn of(view: &whittle_image::ConfigView) -> Relations {
+        let label = |k: &str| view.labels.as_ref().and_then(|l| l.get(k)).cloned();
+        Relations {
+            debug_of: label("org.whittle.debug-of"),
+            base_name: label("org.opencontainers.image.base.name"),
+            base_digest: label("org.opencontainers.image.base.digest"),
+            base_diff_id: label("org.whittle.base.diff_id"),
+            source: label("org.whittle.source"),
+        }
+    }
 }
 
 /// Reads `r` once and reports on it. `progress` receives uncompressed bytes read.
@@ -257,6 +287,7 @@ pub fn inspect(r: &ImageRef, progress: Option<Progress<'_>>) -> Result<Report, E
         junk_bytes: junk.iter().map(|j| j.bytes).sum(),
         junk,
         security,
+        relations: Relations::of(&image.config.view()),
     })
 }
 

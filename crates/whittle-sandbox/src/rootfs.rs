@@ -76,10 +76,10 @@ impl PreparedImage {
     }
 }
 
-/// A fresh `whittle-sandbox-KIND-XXXXXX` directory in the temp dir, mode 0700.
+/// A fresh `whittle-sandbox-KIND-PID.START-XXXXXX` directory in the temp dir, mode 0700.
 pub fn temp_dir(kind: &str) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{kind}-"))
+        .prefix(&owned_prefix(kind))
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))
 }
@@ -99,9 +99,68 @@ pub fn scratch_dir(kind: &str, bytes: u64) -> Result<tempfile::TempDir> {
         return temp_dir(kind);
     };
     tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{kind}-"))
+        .prefix(&owned_prefix(kind))
         .tempdir_in(&base)
         .map_err(|e| Error::io(base, e))
+}
+
+/// `whittle-sandbox-KIND-PID.START-`: the owner's pid and start time (clock ticks after
+/// boot) in the name. Drop guards cannot run in a process killed with SIGKILL, and an
+/// extraction left in /dev/shm holds RAM until reboot: the name lets a later run tell such a
+/// leftover from a live run's directory, even after the pid was reused.
+fn owned_prefix(kind: &str) -> String {
+    let pid = std::process::id();
+    format!(
+        "{TEMP_PREFIX}{kind}-{pid}.{}-",
+        start_time(pid).unwrap_or(0)
+    )
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the command name (field 2) may contain blanks and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Removes sandbox directories (extractions, run directories) whose owner process is gone,
+/// from /dev/shm, `WHITTLE_SCRATCH` and the temp dir. Returns what it removed. Directories
+/// without an owner in their name (another tool's, or an older whittle's) are left alone.
+pub fn remove_leftovers() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/dev/shm"), std::env::temp_dir()];
+    if let Some(d) = std::env::var_os("WHITTLE_SCRATCH").filter(|d| !d.is_empty()) {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.dedup();
+    let mut removed = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+                continue;
+            };
+            let Some(owner) = rest.split('-').nth(1) else {
+                continue;
+            };
+            let Some((pid, start)) = owner.split_once('.') else {
+                continue;
+            };
+            let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+                continue;
+            };
+            if start_time(pid) == Some(start) {
+                continue; // its owner is alive
+            }
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
 }
 
 fn tmpfs_has_room(dir: &Path, bytes: u64) -> bool {

@@ -66,3 +66,24 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// Runs `f` with a build's progress: the stage as the bar's message, bytes read as its count;
+/// the bar is cleared before the result is returned.
+pub fn with_build_progress<T>(
+    message: &str,
+    f: impl FnOnce(&whittle_build::Progress<'_>) -> T,
+) -> T {
+    let bar = byte_progress(message);
+    let stage = |s: &str| {
+        bar.set_message(s.to_string());
+        bar.set_position(0);
+    };
+    let tick = |n: u64| bar.inc(n);
+    let progress = whittle_build::Progress {
+        stage: &stage,
+        bytes: Some(&tick),
+    };
+    let out = f(&progress);
+    bar.finish_and_clear();
+    out
+}

@@ -22,17 +22,18 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::fmt::Debug;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::engines::{docker_export, docker_load, require_docker, Container, DockerImage};
+use common::engines::{
+    docker_export, docker_inspect, docker_load, load_fixture, require_docker, run_cli, serve,
+};
 use common::gen::{self, Blob, Comp};
 use common::{
-    fixtures, report, require, run, run_ok, sha256_file, sha256_hex, tempdir, unique, Run,
+    fixtures, report, require, run, run_ok, sha256_file, sha256_hex, tempdir, unique, Checks, Run,
 };
 use serde_json::{json, Value};
 
@@ -48,59 +49,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// One test at a time (see the module comment); a failed test does not poison the others.
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Soft assertions: every failed check is collected, the test fails at [`Checks::finish`].
-struct Checks {
-    test: &'static str,
-    failed: Vec<String>,
-    passed: usize,
-}
-
-impl Checks {
-    fn new(test: &'static str) -> Checks {
-        Checks {
-            test,
-            failed: Vec::new(),
-            passed: 0,
-        }
-    }
-
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) -> bool {
-        if ok {
-            self.passed += 1;
-        } else {
-            let w = what();
-            report(&format!("build {}: CHECK FAILED: {w}\n", self.test));
-            self.failed.push(w);
-        }
-        ok
-    }
-
-    fn eq<T: PartialEq + Debug>(&mut self, got: T, want: T, what: &str) -> bool {
-        let ok = got == want;
-        self.check(ok, || format!("{what}: got {got:?}, want {want:?}"))
-    }
-
-    /// Fails the test now (with everything collected so far) if `ok` is false: for checks
-    /// the rest of the test depends on.
-    fn require(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        if !self.check(ok, what) {
-            self.finish();
-        }
-    }
-
-    fn finish(&mut self) {
-        let failed = std::mem::take(&mut self.failed);
-        assert!(
-            failed.is_empty(),
-            "{}: {} of {} checks failed:\n  - {}",
-            self.test,
-            failed.len(),
-            failed.len() + self.passed,
-            failed.join("\n  - ")
-        );
-    }
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -316,115 +264,6 @@ fn check_passed_report(c: &mut Checks, label: &str, r: &Value, dest: &str, roles
 // ---------------------------------------------------------------------------------------------
 // Docker oracle
 // ---------------------------------------------------------------------------------------------
-
-/// A loaded fixture; its tag is removed on drop only if it was not there before.
-struct FixtureImage {
-    name: String,
-    _guard: Option<DockerImage>,
-}
-
-fn load_fixture(name: &str) -> FixtureImage {
-    let tag = format!("whittle-fixture/{name}:latest");
-    let existed = run("docker", &os!["image", "inspect", tag.as_str()]).code == Some(0);
-    let img = docker_load(&fixture(&format!("{name}.tar")), &tag)
-        .unwrap_or_else(|e| panic!("loading the {name} fixture: {e}"));
-    let guard = if existed {
-        std::mem::forget(img);
-        None
-    } else {
-        Some(img)
-    };
-    FixtureImage {
-        name: tag,
-        _guard: guard,
-    }
-}
-
-fn docker_inspect(name: &str) -> Value {
-    let r = run_ok("docker", &os!["image", "inspect", name]);
-    serde_json::from_str::<Value>(&r.stdout).unwrap()[0].clone()
-}
-
-fn container(id: &str) -> Container {
-    Container {
-        id: id.trim().to_string(),
-        engine: "docker",
-        global_args: Vec::new(),
-    }
-}
-
-/// `docker run -d IMAGE`, then GET / on the container's IP from the host with curl, retried
-/// until the server answers (30 s): (status, body sha256, body bytes).
-fn serve(image: &str, port: u16, scratch: &Path) -> (String, String, usize) {
-    let r = run(
-        "docker",
-        &os!["run", "-d", "--name", unique("whittle-test-build"), image],
-    );
-    assert_eq!(r.code, Some(0), "docker run -d {image}: {}", r.stderr);
-    let c = container(&r.stdout);
-    let ip = run_ok(
-        "docker",
-        &os![
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            c.id.as_str()
-        ],
-    )
-    .stdout
-    .trim()
-    .to_string();
-    let url = format!("http://{ip}:{port}/");
-    let body = scratch.join(unique("body"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = run(
-            "curl",
-            &os![
-                "-sS",
-                "--max-time",
-                "5",
-                "-o",
-                body.as_path(),
-                "-w",
-                "%{http_code}",
-                url.as_str()
-            ],
-        );
-        let code = r.stdout.trim().to_string();
-        if r.code == Some(0) && code != "000" {
-            let b = fs::read(&body).unwrap_or_default();
-            let _ = fs::remove_file(&body);
-            return (code, sha256_hex(&b), b.len());
-        }
-        if Instant::now() > deadline {
-            let logs = run("docker", &os!["logs", c.id.as_str()]);
-            let state = run(
-                "docker",
-                &os!["inspect", "-f", "{{json .State}}", c.id.as_str()],
-            );
-            panic!(
-                "{image}: GET {url} failed for 30 s: {}\ncontainer state: {}\ncontainer logs:\n{}{}",
-                r.stderr.trim(),
-                state.stdout.trim(),
-                logs.stdout,
-                logs.stderr
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `docker run --rm IMAGE`: (exit status, stdout sha256, stdout).
-fn run_cli(image: &str) -> (Option<i32>, String, String) {
-    let name = unique("whittle-test-build-cli");
-    let r = run(
-        "docker",
-        &os!["run", "--rm", "--name", name.as_str(), image],
-    );
-    let _c = container(&name); // removes it if `--rm` did not get to
-    (r.code, sha256_hex(r.stdout.as_bytes()), r.stdout)
-}
 
 fn node_char(node: &str) -> char {
     match node {

@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use whittle_build::{build, BuildOptions, Error as BuildError, Progress};
+use whittle_build::debug::DebugOptions;
+use whittle_build::{build, BuildOptions, Error as BuildError};
 use whittle_image::write::{check_file_destination, write_file};
 use whittle_image::{ImageRef, Transport};
 
 use crate::commands::squash::CompressArg;
 use crate::commands::trace::RunArgs;
-use crate::output::{byte_progress, print_json};
+use crate::output::{print_json, with_build_progress};
 
 /// `whittle build SRC [DEST] [probes] [options]`
 #[derive(Debug, clap::Args)]
@@ -58,6 +59,75 @@ pub struct Args {
     /// Compression of the slim layers.
     #[arg(long, value_enum, default_value = "none")]
     compress: CompressArg,
+    /// Also write the debug variant: the slim layers plus one layer of tools, tagged -debug,
+    /// written beside DEST (out/web.tar → out/web-debug.tar).
+    #[arg(long)]
+    debug_variant: bool,
+    /// Tools of the debug variant, found through PATH in the toolbox (default: sh, ls, cat,
+    /// ps, top, curl, ip, ss, strace — those the toolbox has).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    debug_tools: Option<Vec<String>>,
+    /// The image the debug tools come from (default: SRC).
+    #[arg(long, value_name = "IMAGE")]
+    debug_from: Option<String>,
+}
+
+impl Args {
+    /// The build options these flags give (`debug` forces the debug variant on, as a
+    /// family member's `debug = true` does).
+    pub fn options(self, debug: bool) -> Result<BuildOptions> {
+        if !(self.debug_variant || debug)
+            && (self.debug_tools.is_some() || self.debug_from.is_some())
+        {
+            anyhow::bail!("--debug-tools and --debug-from need --debug-variant");
+        }
+        let debug = if self.debug_variant || debug {
+            Some(DebugOptions {
+                tools: self.debug_tools,
+                from: self
+                    .debug_from
+                    .as_deref()
+                    .map(ImageRef::parse)
+                    .transpose()?,
+            })
+        } else {
+            None
+        };
+        Ok(BuildOptions {
+            run: self.run.options()?,
+            includes: self.includes,
+            include_exes: self.include_exes,
+            excludes: self.excludes,
+            user: self.user,
+            layers: self.layers,
+            verify: !self.no_verify,
+            auto_include: !self.no_auto_include,
+            tag: self.tag,
+            compression: Some(self.compress.into()),
+            treemap: self.html.is_some(),
+            debug,
+        })
+    }
+
+    /// Flags that make no sense inside a family member's `args` (the family writes its own
+    /// summary, and the member's `dest` and `debug` say where and whether).
+    pub fn family_conflicts(&self) -> Option<&'static str> {
+        if self.json {
+            Some("--json")
+        } else if self.report.is_some() {
+            Some("--report")
+        } else if self.html.is_some() {
+            Some("--html")
+        } else if self.tag.is_some() {
+            Some("--tag (the member's dest names the image)")
+        } else if self.layers != 2 {
+            Some("--layers (a family member has a base and an app layer)")
+        } else if self.debug_variant {
+            Some("--debug-variant (use debug = true)")
+        } else {
+            None
+        }
+    }
 }
 
 /// The destination: as given, or for a daemon source, the source's name tagged `-slim`.
@@ -84,32 +154,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     for p in a.report.iter().chain(&a.html) {
         check_file_destination(p)?;
     }
-    let opts = BuildOptions {
-        run: a.run.options()?,
-        includes: a.includes,
-        include_exes: a.include_exes,
-        excludes: a.excludes,
-        user: a.user,
-        layers: a.layers,
-        verify: !a.no_verify,
-        auto_include: !a.no_auto_include,
-        tag: a.tag,
-        compression: Some(a.compress.into()),
-        treemap: a.html.is_some(),
-    };
+    let (report_file, html_file, json) = (a.report.clone(), a.html.clone(), a.json);
+    let opts = a.options(false)?;
     whittle_sandbox::install_interrupt_handler();
-    let bar = byte_progress("reading the image");
-    let stage = |s: &str| {
-        bar.set_message(s.to_string());
-        bar.set_position(0);
-    };
-    let tick = |n: u64| bar.inc(n);
-    let progress = Progress {
-        stage: &stage,
-        bytes: Some(&tick),
-    };
-    let built = build(&src, &dest, &opts, &progress);
-    bar.finish_and_clear();
+    let built = with_build_progress("reading the image", |p| build(&src, &dest, &opts, p));
     let built = match built {
         Ok(b) => b,
         Err(BuildError::Interrupted) => {
@@ -119,14 +167,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let report = &built.report;
-    if let Some(path) = &a.report {
+    if let Some(path) = &report_file {
         write_file(path, &serde_json::to_vec_pretty(report)?)?;
     }
-    if let Some(path) = &a.html {
+    if let Some(path) = &html_file {
         let page = whittle_build::html_page(report, built.treemap);
         write_file(path, whittle_build::html::render(&page).as_bytes())?;
     }
-    if a.json {
+    if json {
         print_json(report)?;
     } else {
         print!("{}", report.render());

@@ -29,6 +29,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     println!("{}  ({}/{})", r.reference, r.os, r.architecture);
     println!("config {}", r.config_digest);
+    let rel = &r.relations;
+    if let Some(d) = &rel.debug_of {
+        println!("debug variant of the slim image with config {d}");
+    }
+    if let Some(s) = &rel.source {
+        println!("slimmed by whittle from the image with config {s}");
+    }
+    if let (Some(n), Some(id)) = (&rel.base_name, &rel.base_diff_id) {
+        println!(
+            "family member on base {n} ({}), shared base layer {id}",
+            rel.base_digest.as_deref().unwrap_or("-")
+        );
+    }
     println!();
     println!(
         "{:>3}  {:>10}  {:>10}  {:>7}  {:<19}  command",

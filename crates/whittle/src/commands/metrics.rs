@@ -44,7 +44,8 @@ enum Sub {
     Replay(ReplayArgs),
     /// Write a self-contained HTML page of charts per container from an archive.
     #[command(after_help = "Examples:
-  whittle metrics plot metrics --html metrics.html")]
+  whittle metrics plot metrics --html metrics.html
+  whittle metrics record --archive m --interval 1s & sleep 600; kill %1; whittle metrics plot m --html m.html")]
     Plot(PlotArgs),
     /// Write (or print) the PCP pmdaopenmetrics source file that makes pmcd serve these metrics.
     #[command(after_help = "Examples:

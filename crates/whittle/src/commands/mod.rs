@@ -1,5 +1,6 @@
 pub mod build;
 pub mod deps;
+pub mod family;
 pub mod inspect;
 pub mod metrics;
 pub mod squash;

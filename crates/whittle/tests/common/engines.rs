@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::snap::{self, Snapshot};
 use super::{require, run, run_ok, Run};
@@ -207,4 +208,113 @@ impl Drop for PodmanImage {
     fn drop(&mut self) {
         let _ = podman(&os!["rmi", "-f", self.name.as_str()]);
     }
+}
+
+/// A loaded fixture; its tag is removed on drop only if it was not there before.
+pub struct FixtureImage {
+    pub name: String,
+    _guard: Option<DockerImage>,
+}
+
+pub fn load_fixture(name: &str) -> FixtureImage {
+    let tag = format!("whittle-fixture/{name}:latest");
+    let existed = run("docker", &os!["image", "inspect", tag.as_str()]).code == Some(0);
+    let img = docker_load(&super::fixtures().join(format!("{name}.tar")), &tag)
+        .unwrap_or_else(|e| panic!("loading the {name} fixture: {e}"));
+    let guard = if existed {
+        std::mem::forget(img);
+        None
+    } else {
+        Some(img)
+    };
+    FixtureImage {
+        name: tag,
+        _guard: guard,
+    }
+}
+
+pub fn docker_inspect(name: &str) -> serde_json::Value {
+    let r = run_ok("docker", &os!["image", "inspect", name]);
+    serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone()
+}
+
+pub fn container(id: &str) -> Container {
+    Container {
+        id: id.trim().to_string(),
+        engine: "docker",
+        global_args: Vec::new(),
+    }
+}
+
+/// `docker run -d IMAGE`, then GET / on the container's IP from the host with curl, retried
+/// until the server answers (30 s): (status, body sha256, body bytes).
+pub fn serve(image: &str, port: u16, scratch: &Path) -> (String, String, usize) {
+    let r = run(
+        "docker",
+        &os!["run", "-d", "--name", super::unique("whittle-test"), image],
+    );
+    assert_eq!(r.code, Some(0), "docker run -d {image}: {}", r.stderr);
+    let c = container(&r.stdout);
+    let ip = run_ok(
+        "docker",
+        &os![
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            c.id.as_str()
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    let url = format!("http://{ip}:{port}/");
+    let body = scratch.join(super::unique("body"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = run(
+            "curl",
+            &os![
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                body.as_path(),
+                "-w",
+                "%{http_code}",
+                url.as_str()
+            ],
+        );
+        let code = r.stdout.trim().to_string();
+        if r.code == Some(0) && code != "000" {
+            let b = std::fs::read(&body).unwrap_or_default();
+            let _ = std::fs::remove_file(&body);
+            return (code, super::sha256_hex(&b), b.len());
+        }
+        if Instant::now() > deadline {
+            let logs = run("docker", &os!["logs", c.id.as_str()]);
+            let state = run(
+                "docker",
+                &os!["inspect", "-f", "{{json .State}}", c.id.as_str()],
+            );
+            panic!(
+                "{image}: GET {url} failed for 30 s: {}\ncontainer state: {}\ncontainer logs:\n{}{}",
+                r.stderr.trim(),
+                state.stdout.trim(),
+                logs.stdout,
+                logs.stderr
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `docker run --rm IMAGE`: (exit status, stdout sha256, stdout).
+pub fn run_cli(image: &str) -> (Option<i32>, String, String) {
+    let name = super::unique("whittle-test-cli");
+    let r = run(
+        "docker",
+        &os!["run", "--rm", "--name", name.as_str(), image],
+    );
+    let _c = container(&name); // removes it if `--rm` did not get to
+    (r.code, super::sha256_hex(r.stdout.as_bytes()), r.stdout)
 }

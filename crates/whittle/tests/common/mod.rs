@@ -162,6 +162,61 @@ pub fn fixtures() -> PathBuf {
     dir
 }
 
+/// Soft assertions: every failed check is collected, the test fails at [`Checks::finish`], so
+/// one failure does not hide the others.
+#[derive(Debug)]
+pub struct Checks {
+    test: &'static str,
+    failed: Vec<String>,
+    passed: usize,
+}
+
+impl Checks {
+    pub fn new(test: &'static str) -> Checks {
+        Checks {
+            test,
+            failed: Vec::new(),
+            passed: 0,
+        }
+    }
+
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) -> bool {
+        if ok {
+            self.passed += 1;
+        } else {
+            let w = what();
+            report(&format!("{}: CHECK FAILED: {w}\n", self.test));
+            self.failed.push(w);
+        }
+        ok
+    }
+
+    pub fn eq<T: PartialEq + std::fmt::Debug>(&mut self, got: T, want: T, what: &str) -> bool {
+        let ok = got == want;
+        self.check(ok, || format!("{what}: got {got:?}, want {want:?}"))
+    }
+
+    /// Fails the test now (with everything collected so far) if `ok` is false: for checks
+    /// the rest of the test depends on.
+    pub fn require(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !self.check(ok, what) {
+            self.finish();
+        }
+    }
+
+    pub fn finish(&mut self) {
+        let failed = std::mem::take(&mut self.failed);
+        assert!(
+            failed.is_empty(),
+            "{}: {} of {} checks failed:\n  - {}",
+            self.test,
+            failed.len(),
+            failed.len() + self.passed,
+            failed.join("\n  - ")
+        );
+    }
+}
+
 /// A scratch directory for one test, removed on drop (kept when WHITTLE_KEEP_TEST_DIRS is
 /// set, for debugging).
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
