@@ -32,6 +32,11 @@ enum Command {
     Metrics(commands::metrics::Args),
     /// A live view of containers (CPU, memory, network, I/O, pids, throttling, health).
     Top(commands::top::Args),
+    /// Troubleshoot a thin container from outside: a toolbox shell in its namespaces,
+    /// port-forward, cp; nothing written into it.
+    Debug(commands::debug::Args),
+    /// The containers a debug session can target, and which run whittle slim images.
+    Ps(commands::ps::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
         Command::Trace(a) => commands::trace::run(a),
         Command::Metrics(a) => commands::metrics::run(a),
         Command::Top(a) => commands::top::run(a),
+        Command::Debug(a) => commands::debug::run(a),
+        Command::Ps(a) => commands::ps::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,9 @@
 pub mod build;
+pub mod debug;
 pub mod deps;
 pub mod inspect;
 pub mod metrics;
+pub mod ps;
 pub mod squash;
 pub mod top;
 pub mod trace;
