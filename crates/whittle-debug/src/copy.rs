@@ -117,12 +117,15 @@ fn copy_fd(fd: OwnedFd, to: &Path, done: &mut Copied, shown: &str) -> Result<()>
         for name in names {
             let child_shown = format!("{shown}/{}", name.to_string_lossy());
             let child_to = to.join(&name);
-            match openat(f.as_raw_fd(), &name, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)
-            {
+            match openat(
+                f.as_raw_fd(),
+                &name,
+                libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+            ) {
                 Ok(c) => copy_fd(c, &child_to, done, &child_shown)?,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    let link = readlinkat(f.as_raw_fd(), &name)
-                        .map_err(|e| Error::io(&child_shown, e))?;
+                    let link =
+                        readlinkat(f.as_raw_fd(), &name).map_err(|e| Error::io(&child_shown, e))?;
                     std::os::unix::fs::symlink(&link, &child_to)
                         .map_err(|e| Error::io(&child_to, e))?;
                     done.symlinks += 1;
@@ -141,7 +144,8 @@ fn copy_fd(fd: OwnedFd, to: &Path, done: &mut Copied, shown: &str) -> Result<()>
         done.files += 1;
         set_mode(to, meta.mode())?;
     } else {
-        done.skipped.push(format!("{shown}: not a file or directory"));
+        done.skipped
+            .push(format!("{shown}: not a file or directory"));
     }
     Ok(())
 }
@@ -170,7 +174,10 @@ use std::os::unix::ffi::OsStringExt;
 /// goes as for a running target). `tar` is the stream the Engine sent for `path`.
 pub fn from_archive(tar: impl Read, path: &Path, dest: &Path) -> Result<Copied> {
     let to = destination(path, dest);
-    let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let scratch = tempfile::Builder::new()
         .prefix(".whittle-cp-")
         .tempdir_in(parent)
@@ -199,9 +206,7 @@ pub fn from_archive(tar: impl Read, path: &Path, dest: &Path) -> Result<Copied> 
             }
             _ => {}
         }
-        // unpack_in refuses entries that would land outside the scratch directory.
-        entry
-            .unpack_in(scratch.path())
+        unpack_entry(&mut entry, scratch.path())
             .map_err(|e| Error::io(scratch.path().join(&p), e))?;
     }
     let top = top.ok_or_else(|| Error::Target {
@@ -210,6 +215,37 @@ pub fn from_archive(tar: impl Read, path: &Path, dest: &Path) -> Result<Copied> 
     })?;
     std::fs::rename(scratch.path().join(&top), &to).map_err(|e| Error::io(&to, e))?;
     Ok(done)
+}
+
+/// A relative path with only normal components (the Engine writes `/usr/bin/x` and links to
+/// `usr/bin/y`); `None` for anything that could climb out with `..`.
+fn inside(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Unpacks one entry of an Engine archive under `dir`. Hard links are made here: their names
+/// are relative to the archive's root, which the tar crate would resolve against the entry.
+pub(crate) fn unpack_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    dir: &Path,
+) -> std::io::Result<()> {
+    if entry.header().entry_type().is_hard_link() {
+        let bad = || std::io::Error::other("hard link outside the archive");
+        let name = inside(&entry.path()?).ok_or_else(bad)?;
+        let to = entry.link_name()?.ok_or_else(bad)?;
+        let to = inside(&to).ok_or_else(bad)?;
+        return std::fs::hard_link(dir.join(to), dir.join(name));
+    }
+    // unpack_in refuses entries that would land outside `dir`.
+    entry.unpack_in(dir).map(drop)
 }
 
 #[cfg(test)]
@@ -226,12 +262,21 @@ mod tests {
         std::os::unix::fs::symlink("/data/v2", root.join("data/current")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", root.join("data/v2/escape")).unwrap();
         let rootfd = File::open(&root).unwrap();
-        let fd = openat2(rootfd.as_raw_fd(), Path::new("/data/current/f"), libc::O_RDONLY)
-            .unwrap();
+        let fd = openat2(
+            rootfd.as_raw_fd(),
+            Path::new("/data/current/f"),
+            libc::O_RDONLY,
+        )
+        .unwrap();
         let mut s = String::new();
         File::from(fd).read_to_string(&mut s).unwrap();
         assert_eq!(s, "inside");
-        let fd = openat2(rootfd.as_raw_fd(), Path::new("/data/current"), libc::O_RDONLY).unwrap();
+        let fd = openat2(
+            rootfd.as_raw_fd(),
+            Path::new("/data/current"),
+            libc::O_RDONLY,
+        )
+        .unwrap();
         let out = d.path().join("out");
         let mut done = Copied::default();
         copy_fd(fd, &out, &mut done, "t").unwrap();

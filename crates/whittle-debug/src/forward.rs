@@ -21,7 +21,9 @@ pub struct Spec {
 impl std::str::FromStr for Spec {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("`{s}`: expected LOCAL:[ADDR:]PORT, e.g. 18080:8080 or 18080:127.0.0.1:8080");
+        let bad = || {
+            format!("`{s}`: expected LOCAL:[ADDR:]PORT, e.g. 18080:8080 or 18080:127.0.0.1:8080")
+        };
         let (local, rest) = s.split_once(':').ok_or_else(bad)?;
         let local: u16 = local.parse().map_err(|_| bad())?;
         let (addr, port) = match rest.rsplit_once(':') {
@@ -96,11 +98,7 @@ impl NetNs {
             })
         })
         .join()
-        .unwrap_or_else(|_| {
-            Err(Error::Session(
-                "the connecting thread panicked".into(),
-            ))
-        })
+        .unwrap_or_else(|_| Err(Error::Session("the connecting thread panicked".into())))
     }
 }
 
@@ -144,7 +142,10 @@ pub fn serve(
             match ns.connect(spec.remote) {
                 Ok(upstream) => {
                     let (up, down) = relay(client, upstream);
-                    log(&format!("{peer} → {}: {up} bytes up, {down} down", spec.remote));
+                    log(&format!(
+                        "{peer} → {}: {up} bytes up, {down} down",
+                        spec.remote
+                    ));
                 }
                 Err(e) => log(&format!("{peer}: {e}")),
             }

@@ -9,8 +9,8 @@
 //! [`forward`] relays a host port into the target's network namespace and [`copy`] reads
 //! files out of it, running or stopped.
 
-mod error;
 pub mod copy;
+mod error;
 pub mod forward;
 pub mod ps;
 pub mod run;
@@ -238,7 +238,7 @@ fn unpack_view(tar_bytes: &[u8], dir: &Path, what: &str) -> Result<()> {
         ) {
             continue;
         }
-        entry.unpack_in(dir).map_err(|e| Error::Target {
+        copy::unpack_entry(&mut entry, dir).map_err(|e| Error::Target {
             target: what.to_string(),
             cause: format!("unpacking its file system into {}: {e}", dir.display()),
         })?;

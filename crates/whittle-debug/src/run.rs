@@ -52,7 +52,9 @@ pub fn run(plan: &Plan) -> Result<i32> {
 }
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn ignore_interrupts(on: bool) {

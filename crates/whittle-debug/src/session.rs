@@ -21,7 +21,10 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub enum TargetRoot {
     /// A running process: its mount namespace is cloned and its namespaces joined.
-    Live { pid: u32, cgroup_procs: Vec<PathBuf> },
+    Live {
+        pid: u32,
+        cgroup_procs: Vec<PathBuf>,
+    },
     /// A directory holding a stopped container's files (read-only view, fresh pid namespace).
     Dir(PathBuf),
 }
@@ -72,7 +75,9 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
             // Namespace files first: once our mount namespace changes, /proc/PID is gone.
             for &flag in JOINED {
                 let f = ns_file(*pid, flag);
-                let fd = k.open(&c(&f)?).map_err(|e| Error::sys(format!("open {f}"), e))?;
+                let fd = k
+                    .open(&c(&f)?)
+                    .map_err(|e| Error::sys(format!("open {f}"), e))?;
                 ns_fds.push((fd, flag));
             }
             let own = k
@@ -106,14 +111,8 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
     k.unshare(libc::CLONE_NEWNS)
         .map_err(|e| Error::sys("unshare(mount namespace)", e))?;
     // Nothing done here may propagate back to the host (or to the target).
-    k.mount(
-        None,
-        c"/",
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )
-    .map_err(|e| Error::sys("make / private", e))?;
+    k.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| Error::sys("make / private", e))?;
     let tbc = c(tb)?;
     k.mount(Some(&tbc), &tbc, None, libc::MS_BIND | libc::MS_REC, None)
         .map_err(|e| Error::sys(format!("bind {}", tb.display()), e))?;
@@ -258,12 +257,16 @@ mod tests {
                 .unwrap_or_else(|| panic!("no `{needle}` in {calls:#?}"))
         };
         // The clone is taken inside the target's mount namespace, then we go straight back.
-        let into = pos("setns 106 mnt");
+        let theirs = 100 + pos("open /proc/42/ns/mnt");
+        let own = 100 + pos("open /proc/self/ns/mnt");
+        let into = pos(&format!("setns {theirs} mnt"));
         assert_eq!(calls[into + 1], "open_tree /");
-        assert!(calls[into + 2].starts_with("setns 105 mnt"));
+        assert_eq!(calls[into + 2], format!("setns {own} mnt"));
         assert!(pos("write /sys/fs/cgroup/memory/docker/x/cgroup.procs 0") < into);
-        assert!(pos("seal_tree") < pos("move_mount"));
-        assert!(calls.iter().any(|l| l == "move_mount 108 /cache/tb/target"));
+        let tree = 100 + into + 1;
+        assert!(
+            pos(&format!("seal_tree {tree}")) < pos(&format!("move_mount {tree} /cache/tb/target"))
+        );
         // No call names a path of the target: everything happens under the toolbox.
         for l in calls.iter() {
             assert!(!l.contains("/proc/42/root"), "{l}");
@@ -291,11 +294,13 @@ mod tests {
         assert!(calls
             .iter()
             .any(|l| l.starts_with("mount /var/tmp/view /cache/tb/target")));
-        assert!(calls.iter().any(|l| l.starts_with("mount - /cache/tb/target")
-            && l.contains(&format!(
-                "{:#x}",
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY
-            ))));
+        assert!(calls
+            .iter()
+            .any(|l| l.starts_with("mount - /cache/tb/target")
+                && l.contains(&format!(
+                    "{:#x}",
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY
+                ))));
         assert_eq!(calls.last().unwrap(), "unshare pid");
         assert!(!calls.iter().any(|l| l.starts_with("setns")));
     }
@@ -303,7 +308,7 @@ mod tests {
     #[test]
     fn a_refused_setns_names_the_capability() {
         let k = Recording {
-            fail_on: Some("setns 106 mnt".into()),
+            fail_on: Some("setns 106 mnt".into()), // open order: 5 joined, own mnt, theirs
             ..Recording::default()
         };
         let p = plan(TargetRoot::Live {

@@ -116,7 +116,8 @@ impl Kernel for Real {
     fn open_tree(&self, path: &CStr) -> SysResult<RawFd> {
         let flags = OPEN_TREE_CLONE | libc::AT_RECURSIVE as libc::c_uint | libc::O_CLOEXEC as u32;
         // SAFETY: a valid C string and plain integer flags; open_tree has no libc wrapper.
-        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        let fd =
+            unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
         Ok(check(fd)? as RawFd)
     }
     fn seal_tree(&self, fd: RawFd) -> SysResult {

@@ -58,11 +58,7 @@ pub fn debug_variant(image: &str) -> Option<String> {
 }
 
 async fn local_image(engine: &Engine, name: &str) -> Result<Option<bollard::models::ImageInspect>> {
-    match engine
-        .docker()
-        .inspect_image(name)
-        .await
-    {
+    match engine.docker().inspect_image(name).await {
         Ok(i) => Ok(Some(i)),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
@@ -133,7 +129,9 @@ pub async fn choose(
              slim image)"
         ),
         (None, Some(s)) => format!("its source {s} is not a local image"),
-        (None, None) => format!("{image} has no debug variant name and no org.whittle.source label"),
+        (None, None) => {
+            format!("{image} has no debug variant name and no org.whittle.source label")
+        }
     };
     Err(Error::Toolbox(format!(
         "no toolbox for {image}: {tried}; pass --toolbox IMAGE with any local image that has a \

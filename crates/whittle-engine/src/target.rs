@@ -95,7 +95,10 @@ impl Target {
         if let Some(c) = engine.inspect(name, proc).await? {
             return Ok(self.with(c));
         }
-        for label in ["com.docker.swarm.service.name", "com.docker.swarm.task.name"] {
+        for label in [
+            "com.docker.swarm.service.name",
+            "com.docker.swarm.task.name",
+        ] {
             let filters = HashMap::from([
                 ("label".to_string(), vec![format!("{label}={name}")]),
                 ("status".to_string(), vec!["running".to_string()]),

@@ -37,8 +37,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let rows = rt.block_on(async {
-        let engine = Engine::connect_negotiated(a.host.as_deref()).await?;
-        Ok::<_, whittle_debug::Error>(whittle_debug::ps::rows(&engine, a.all).await?)
+        let engine = Engine::connect_negotiated(a.host.as_deref())
+            .await
+            .map_err(whittle_debug::Error::from)?;
+        whittle_debug::ps::rows(&engine, a.all).await
     })?;
     if a.json {
         print_json(&PsJson {
