@@ -32,6 +32,14 @@ fn debug_ok(args: &[&str]) -> Run {
     debug(args).ok(&format!("whittle debug {}", args.join(" ")))
 }
 
+/// `whittle debug TARGET --toolbox TB FLAGS -- sh -c SCRIPT`, which must succeed.
+fn sh_ok(target: &str, tb: &str, flags: &[&str], script: &str) -> Run {
+    let mut args = vec![target, "--toolbox", tb];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    debug_ok(&args)
+}
+
 fn pid_of(c: &TestContainer) -> u32 {
     run_ok("docker", &os!["inspect", "-f", "{{.State.Pid}}", &c.id])
         .stdout
@@ -105,7 +113,7 @@ fn target_is_unchanged_and_namespaces_are_shared() {
     let script = "for n in pid net ipc uts cgroup; do readlink /proc/self/ns/$n; done; \
                   cat /proc/self/cgroup; echo root=$TARGET_ROOT; ls /target/etc/os-release; \
                   ps -o pid,comm";
-    let r = debug_ok(&[&c.name, "--toolbox", &tb, "--", "sh", "-c", script]);
+    let r = sh_ok(&c.name, &tb, &[], script);
     let lines: Vec<&str> = r.stdout.lines().collect();
     for (i, kind) in NS.iter().enumerate() {
         assert_eq!(
@@ -246,15 +254,12 @@ fn locked_down_target() {
     // Docker's own mount point for the volume (`A /data`) is there before any session.
     let diff_before = docker_diff(&c);
 
-    let r = debug_ok(&[
+    let r = sh_ok(
         &c.name,
-        "--toolbox",
         &tb,
-        "--",
-        "sh",
-        "-c",
+        &[],
         "echo shell-ok; ls /target/data /target/tmp",
-    ]);
+    );
     assert!(r.stdout.contains("shell-ok"), "{}", r.stdout);
     for f in ["f", "secret", "ready"] {
         assert!(
@@ -263,16 +268,12 @@ fn locked_down_target() {
             r.stdout
         );
     }
-    let r = debug_ok(&[
+    let r = sh_ok(
         &c.name,
-        "--toolbox",
         &tb,
-        "--as-target",
-        "--",
-        "sh",
-        "-c",
+        &["--as-target"],
         "id -u; pwd; cat /target/tmp/secret",
-    ]);
+    );
     assert_eq!(
         r.stdout.lines().collect::<Vec<_>>(),
         ["65532", "/target/data", "only-65532"],
@@ -285,15 +286,7 @@ fn locked_down_target() {
     );
     assert_eq!(mode.stdout.trim(), "600 65532");
     // Root with every capability, outside the target's seccomp profile and cap set.
-    let r = debug_ok(&[
-        &c.name,
-        "--toolbox",
-        &tb,
-        "--",
-        "sh",
-        "-c",
-        "timeout -s INT 2 strace -p 1 2>&1; true",
-    ]);
+    let r = sh_ok(&c.name, &tb, &[], "timeout -s INT 2 strace -p 1 2>&1; true");
     assert!(r.stdout.contains("Process 1 attached"), "{}", r.stdout);
     // The session cannot write into the target even as root.
     let r = debug(&[&c.name, "--toolbox", &tb, "--", "touch", "/target/data/new"]);
@@ -335,15 +328,12 @@ fn pid_targets_join_the_same_namespaces() {
     );
     let pid = pid_of(&c);
     let t = format!("pid:{pid}");
-    let r = debug_ok(&[
+    let r = sh_ok(
         &t,
-        "--toolbox",
         &tb,
-        "--",
-        "sh",
-        "-c",
+        &[],
         "for n in pid net ipc uts cgroup; do readlink /proc/self/ns/$n; done",
-    ]);
+    );
     let want: Vec<String> = NS.iter().map(|k| ns_link(pid, k)).collect();
     assert_eq!(r.stdout.lines().collect::<Vec<_>>(), want);
     let r = debug_ok(&[&t, "--toolbox", &tb, "--as-target", "--", "id", "-u"]);
@@ -549,15 +539,12 @@ fn cp_from_overlay_volume_tmpfs_and_an_exited_target() {
         "a\n"
     );
     // A debug session on the exited target sees its files read-only; it stays exited.
-    let r = debug_ok(&[
+    let r = sh_ok(
         &c.name,
-        "--toolbox",
         &tb,
-        "--",
-        "sh",
-        "-c",
+        &[],
         "sha256sum /target/root/blob /target/data/blob; touch /target/x 2>&1; true",
-    ]);
+    );
     assert!(r.stdout.contains(&want[0].1), "{}", r.stdout);
     assert!(r.stdout.contains(&want[1].1), "{}", r.stdout);
     assert!(r.stdout.contains("Read-only file system"), "{}", r.stdout);
@@ -598,4 +585,116 @@ fn ps_lists_targets_and_slim_images() {
         table.stdout
     );
     assert!(table.stdout.contains(&c.name));
+}
+
+/// A podman container removed on drop.
+struct PodmanContainer(String);
+
+impl Drop for PodmanContainer {
+    fn drop(&mut self) {
+        let _ = common::engines::podman(&os!["rm", "-f", "-v", &self.0]);
+    }
+}
+
+#[test]
+fn podman_socket_target() {
+    let fix = common::fixtures().join("base.tar");
+    let loaded = common::engines::podman(&os!["load", "-q", "-i", fix]).ok("podman load");
+    let image = loaded
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .or_else(|| {
+            loaded
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("Loaded image(s): "))
+        })
+        .unwrap_or_else(|| panic!("podman load said: {}", loaded.stdout))
+        .trim()
+        .to_string();
+    let dir = tempdir("debug-podman");
+    let sock = dir.path().join("podman.sock");
+    let host = format!("unix://{}", sock.display());
+    let mut args = common::engines::podman_args();
+    args.extend(["system", "service", "--time", "0", &host].map(String::from));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let mut svc = Daemon::start(
+        "podman system service",
+        "podman",
+        &args,
+        &[],
+        &dir.path().join("svc.log"),
+    );
+    wait_for("podman's socket", Duration::from_secs(30), || {
+        svc.assert_running();
+        sock.exists().then_some(())
+    });
+    let name = unique("debug-podman");
+    let mut run_args = vec![
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        common::runtime::TEST_LABEL,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--user",
+        "65532",
+    ];
+    let extra = std::env::var("WHITTLE_PODMAN_RUN_ARGS").unwrap_or_default();
+    run_args.extend(extra.split_whitespace());
+    run_args.extend([image.as_str(), "sleep", "infinity"]);
+    let run_args: Vec<&std::ffi::OsStr> = run_args.iter().map(std::ffi::OsStr::new).collect();
+    common::engines::podman(&run_args).ok("podman run");
+    let _c = PodmanContainer(name.clone());
+    let inspect = || {
+        common::engines::podman(&os![
+            "inspect",
+            "-f",
+            "{{.State.Pid}} {{.State.StartedAt}} {{.RestartCount}}",
+            &name
+        ])
+        .ok("podman inspect")
+        .stdout
+    };
+    let before = inspect();
+    let pid: u32 = before.split_whitespace().next().unwrap().parse().unwrap();
+    let diff_before = common::engines::podman(&os!["diff", &name])
+        .ok("podman diff")
+        .stdout;
+    let cache = cache();
+    let envs = [("WHITTLE_TOOLBOX_CACHE", cache.as_os_str())];
+    let r = whittle(
+        os!["debug", &name, "--host", &host, "--toolbox", &image, "--", "sh", "-c", "for n in pid net ipc uts cgroup; do readlink /proc/self/ns/$n; done; ls /target/etc/os-release"],
+        &envs,
+    )
+    .ok("whittle debug over podman's socket");
+    let mut want: Vec<String> = NS.iter().map(|k| ns_link(pid, k)).collect();
+    want.push("/target/etc/os-release".into());
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), want);
+    let r = whittle(
+        os![
+            "debug",
+            &name,
+            "--host",
+            &host,
+            "--toolbox",
+            &image,
+            "--as-target",
+            "--",
+            "id",
+            "-u"
+        ],
+        &envs,
+    )
+    .ok("whittle debug --as-target over podman's socket");
+    assert_eq!(r.stdout.trim(), "65532");
+    assert_eq!(inspect(), before, "podman inspect changed");
+    assert_eq!(
+        common::engines::podman(&os!["diff", &name]).stdout,
+        diff_before
+    );
 }

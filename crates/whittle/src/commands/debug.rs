@@ -109,6 +109,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
+            // The toolbox is read with whittle-image's engine reader, which follows DOCKER_HOST:
+            // point it at the same engine as --host. No thread runs yet.
+            if let Some(h) = &a.host {
+                std::env::set_var("DOCKER_HOST", h);
+            }
             let Some(target) = a.target else {
                 bail!("a TARGET is needed (see whittle ps)");
             };
