@@ -87,13 +87,7 @@ pub fn destination(src: &Path, dest: &Path) -> PathBuf {
 /// Copies `path` (absolute inside the target) from the root of running process `pid`.
 pub fn from_running(pid: u32, path: &Path, dest: &Path) -> Result<Copied> {
     let root_path = format!("/proc/{pid}/root");
-    let root = File::open(&root_path).map_err(|e| match e.raw_os_error() {
-        Some(libc::EACCES | libc::EPERM) => Error::Privilege {
-            what: format!("reading {root_path}"),
-            caps: "CAP_SYS_PTRACE (or the target's uid)".into(),
-        },
-        _ => Error::io(&root_path, e),
-    })?;
+    let root = crate::error::open_proc(&root_path, "CAP_SYS_PTRACE (or the target's uid)")?;
     let shown = |p: &Path| format!("pid {pid}:{}", p.display());
     let src = openat2(root.as_raw_fd(), path, libc::O_RDONLY | libc::O_NOCTTY)
         .map_err(|e| Error::io(shown(path), e))?;

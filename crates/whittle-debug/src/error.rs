@@ -47,6 +47,18 @@ impl Error {
     }
 }
 
+/// Opens a file of another process under `/proc`; a refusal there is ptrace access control,
+/// so it is reported as the capability `caps` that would grant it.
+pub(crate) fn open_proc(path: &str, caps: &str) -> Result<std::fs::File> {
+    std::fs::File::open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => Error::Privilege {
+            what: format!("opening {path}"),
+            caps: caps.into(),
+        },
+        _ => Error::io(path, e),
+    })
+}
+
 fn needs_of(call: &str) -> &'static str {
     if call.starts_with("open /proc/") || call.starts_with("openat2") {
         "needs CAP_SYS_PTRACE or the target's uid"

@@ -55,13 +55,7 @@ pub struct NetNs {
 impl NetNs {
     pub fn of_pid(pid: u32) -> Result<Self> {
         let path = format!("/proc/{pid}/ns/net");
-        let file = File::open(&path).map_err(|e| match e.raw_os_error() {
-            Some(libc::EACCES | libc::EPERM) => Error::Privilege {
-                what: format!("opening {path}"),
-                caps: "CAP_SYS_PTRACE".into(),
-            },
-            _ => Error::io(&path, e),
-        })?;
+        let file = crate::error::open_proc(&path, "CAP_SYS_PTRACE")?;
         Ok(Self {
             file,
             what: format!("network namespace of pid {pid}"),
