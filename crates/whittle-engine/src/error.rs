@@ -11,6 +11,9 @@ pub enum Error {
         what: String,
         cause: String,
     },
+    /// No container, service or task of that name.
+    #[error("Docker Engine at {host}: no container, Swarm service or task named `{target}`")]
+    NotFound { host: String, target: String },
     /// A file under `/proc` or `/sys` could not be read or made no sense.
     #[error("{path}: {cause}")]
     Proc { path: String, cause: String },

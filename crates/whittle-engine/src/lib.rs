@@ -10,10 +10,12 @@
 mod container;
 mod error;
 pub mod procfs;
+pub mod target;
 pub mod watch;
 
 pub use container::{Container, NetworkMode};
 pub use error::{Error, Result};
+pub use target::{Resolved, Target};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -142,7 +144,7 @@ impl Engine {
         Ok(v.version.unwrap_or_default())
     }
 
-    fn api(&self, what: &str, e: bollard::errors::Error) -> Error {
+    pub(crate) fn api(&self, what: &str, e: bollard::errors::Error) -> Error {
         Error::Api {
             host: self.host.clone(),
             what: what.to_string(),

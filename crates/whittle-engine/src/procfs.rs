@@ -85,6 +85,49 @@ impl ProcRoot {
         })
     }
 
+    /// The inode of `pid`'s namespace of `kind` (`net`, `pid`, `mnt`, `ipc`, `uts`, `cgroup`).
+    pub fn ns(&self, pid: u32, kind: &str) -> Result<u64> {
+        self.netns_at(&format!("/proc/{pid}/ns/{kind}"))
+    }
+
+    /// Who `pid` runs as: effective uid and gid and the supplementary groups
+    /// (`/proc/PID/status`), what a session that acts as the process must take on.
+    pub fn identity(&self, pid: u32) -> Result<Identity> {
+        let rel = format!("/proc/{pid}/status");
+        let text = self.read(&rel)?;
+        Identity::parse(&text).ok_or_else(|| Error::Proc {
+            path: self.path(&rel).display().to_string(),
+            cause: "no Uid/Gid/Groups lines".into(),
+        })
+    }
+
+    /// `pid`'s environment (`/proc/PID/environ`, NUL-separated `KEY=VALUE`); entries without
+    /// `=` are dropped.
+    pub fn environ(&self, pid: u32) -> Result<Vec<(String, String)>> {
+        let p = self.path(format!("/proc/{pid}/environ"));
+        let raw = std::fs::read(&p).map_err(|e| Error::Proc {
+            path: p.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        Ok(raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+            })
+            .collect())
+    }
+
+    /// `pid`'s working directory as the process sees it (inside its own root).
+    pub fn cwd(&self, pid: u32) -> Result<PathBuf> {
+        let p = self.path(format!("/proc/{pid}/cwd"));
+        std::fs::read_link(&p).map_err(|e| Error::Proc {
+            path: p.display().to_string(),
+            cause: e.to_string(),
+        })
+    }
+
     /// Where the cgroup hierarchies are mounted, from `/proc/self/mountinfo`.
     pub fn cgroup_mounts(&self) -> Result<CgroupMounts> {
         Ok(CgroupMounts::parse(&self.read("/proc/self/mountinfo")?))
@@ -95,6 +138,35 @@ impl ProcRoot {
 pub fn parse_ns_link(link: &str) -> Option<u64> {
     let inner = link.split_once(":[")?.1.strip_suffix(']')?;
     inner.parse().ok()
+}
+
+/// The credentials of a process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Identity {
+    /// Parses `/proc/PID/status`: `Uid:`/`Gid:` carry real, effective, saved and fs ids; the
+    /// effective one is what file access uses.
+    pub fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .filter_map(|v| v.parse::<u32>().ok())
+                        .collect::<Vec<_>>()
+                })
+        };
+        let uid = *field("Uid:")?.get(1)?;
+        let gid = *field("Gid:")?.get(1)?;
+        let groups = field("Groups:").unwrap_or_default();
+        Some(Self { uid, gid, groups })
+    }
 }
 
 /// A process's place in each cgroup hierarchy.
@@ -208,6 +280,28 @@ impl CgroupMounts {
         Some(join_cgroup(self.v2.as_ref()?, cg.v2.as_ref()?))
     }
 
+    /// Every directory of a process with cgroups `cg`, one per mounted hierarchy (controllers
+    /// that share a hierarchy share it), unified last; what joining its cgroups means. A
+    /// hierarchy whose root the process is in is left out: its root holds every process.
+    pub fn all_dirs(&self, cg: &Cgroups) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (ctrl, path) in &cg.v1 {
+            if path == "/" {
+                continue;
+            }
+            if let Some(m) = self.v1.get(ctrl) {
+                let d = join_cgroup(m, path);
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+        if let Some(d) = self.v2_dir(cg).filter(|_| cg.v2.as_deref() != Some("/")) {
+            out.push(d);
+        }
+        out
+    }
+
     /// True when any v1 controller that carries statistics is mounted (hybrid or legacy hosts).
     pub fn has_v1_controllers(&self) -> bool {
         ["cpuacct", "memory", "blkio", "pids", "cpu"]
@@ -287,6 +381,27 @@ mod tests {
         assert_eq!(m.v2_dir(&cg).as_deref(), Some("/sys/fs/cgroup/unified"));
         assert_eq!(m.v1_dir(&cg, "hugetlb"), None);
         assert!(m.has_v1_controllers());
+        assert_eq!(
+            m.all_dirs(&cg),
+            vec![
+                "/sys/fs/cgroup/blkio/docker/4d60dc459641",
+                "/sys/fs/cgroup/cpu,cpuacct/docker/4d60dc459641",
+                "/sys/fs/cgroup/memory/docker/4d60dc459641",
+                "/sys/fs/cgroup/systemd/docker/4d60dc459641",
+                "/sys/fs/cgroup/pids/docker/4d60dc459641",
+            ]
+        );
+    }
+
+    #[test]
+    fn identity_from_status() {
+        let st = "Name:\tsh\nUid:\t1000\t65532\t65532\t65532\nGid:\t5\t65533\t65533\t65533\nGroups:\t4 27 \n";
+        let id = Identity::parse(st).unwrap();
+        assert_eq!((id.uid, id.gid, id.groups), (65532, 65533, vec![4, 27]));
+        assert!(Identity::parse("Name: x\n").is_none());
+        let me = ProcRoot::real().identity(std::process::id()).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(me.uid, unsafe { libc::geteuid() });
     }
 
     #[test]

@@ -89,6 +89,11 @@ Examples:
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
     },
+    /// Troubleshoot a thin container from outside: a toolbox shell in its namespaces,
+    /// port-forward, cp; nothing written into it.
+    Debug(commands::debug::Args),
+    /// The containers a debug session can target, and which run whittle slim images.
+    Ps(commands::ps::Args),
 }
 
 #[allow(clippy::print_stderr)]
@@ -120,6 +125,8 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir } => man(dir),
+        Command::Debug(a) => commands::debug::run(a),
+        Command::Ps(a) => commands::ps::run(a),
     };
     match result {
         Ok(code) => code,

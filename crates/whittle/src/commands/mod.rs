@@ -1,8 +1,10 @@
 pub mod build;
+pub mod debug;
 pub mod deps;
 pub mod family;
 pub mod inspect;
 pub mod metrics;
+pub mod ps;
 pub mod squash;
 pub mod top;
 pub mod trace;

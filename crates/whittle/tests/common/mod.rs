@@ -117,7 +117,8 @@ fn install_hint(program: &str) -> String {
         "skopeo" => "skopeo",
         "podman" => "podman",
         "curl" => "curl",
-        "prlimit" | "unshare" => "util-linux",
+        "prlimit" | "unshare" | "setpriv" => "util-linux",
+        "busybox" => "busybox-static",
         "time" | "/usr/bin/time" => "time",
         other => other,
     };

@@ -290,3 +290,47 @@ pub fn value(all: &[Sample], name: &str, container: &str) -> Option<f64> {
     let s = samples(all, name, container);
     (!s.is_empty()).then(|| s.iter().map(|s| s.value).sum())
 }
+
+/// A debug toolbox built once per test binary from the base fixture plus the host's static
+/// busybox (`ps`, `wget`, `sha256sum` …) and the host's strace with the libraries it links:
+/// nothing comes from a registry or an archive. Base and host are both Debian 12, so the host's
+/// libraries fit. Removed never (other tests of the binary use it; the tag is fixed).
+pub fn toolbox_image() -> String {
+    static BUILT: OnceLock<String> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            super::require("busybox");
+            super::require("strace");
+            super::require("ldd");
+            let base = fixture_image("base");
+            let ctx = super::tempdir("toolbox");
+            let ldd = run("ldd", &os!["/usr/bin/strace"]);
+            let mut files = vec!["/usr/bin/strace".to_string()];
+            files.extend(ldd.stdout.lines().filter_map(|l| {
+                let p = l.split("=>").nth(1)?.split_whitespace().next()?;
+                p.starts_with('/').then(|| p.to_string())
+            }));
+            let mut docker = format!("FROM {base}\n");
+            for (i, f) in files.iter().enumerate() {
+                let real = std::fs::canonicalize(f).expect("a library ldd named");
+                let name = format!("f{i}");
+                std::fs::copy(&real, ctx.path().join(&name)).expect("copy into the context");
+                docker.push_str(&format!("COPY {name} {f}\n"));
+            }
+            std::fs::copy("/usr/bin/busybox", ctx.path().join("busybox")).expect("copy busybox");
+            docker.push_str("COPY busybox /usr/local/bin/busybox\n");
+            // Applets in their own directory, after Debian's tools in PATH order.
+            docker.push_str(
+                "RUN for a in ps wget nc; do ln -s /usr/local/bin/busybox /usr/local/bin/$a; done\n",
+            );
+            std::fs::write(ctx.path().join("Dockerfile"), docker).expect("Dockerfile");
+            let tag = "whittle-test/toolbox:latest".to_string();
+            let r = run(
+                "docker",
+                &os!["build", "-q", "--network", "none", "-t", &tag, ctx.path()],
+            );
+            assert_eq!(r.code, Some(0), "docker build of the toolbox: {}", r.stderr);
+            tag
+        })
+        .clone()
+}
