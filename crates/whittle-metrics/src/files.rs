@@ -208,6 +208,10 @@ impl Files for Session<'_> {
 mod tests {
     use super::*;
 
+    fn read(root: &ProcRoot, c: &mut Cached, path: &str) -> Option<String> {
+        Session { root, cache: c }.text(path)
+    }
+
     #[test]
     fn kept_descriptor_reads_fresh_contents_and_is_closed_when_unused() {
         let d = tempfile::tempdir().unwrap();
@@ -215,46 +219,15 @@ mod tests {
         std::fs::write(d.path().join("a"), "one\n").unwrap();
         let mut c = Cached::default();
         c.begin();
-        assert_eq!(
-            Session {
-                root: &root,
-                cache: &mut c
-            }
-            .text("/a")
-            .as_deref(),
-            Some("one\n")
-        );
-        assert_eq!(
-            Session {
-                root: &root,
-                cache: &mut c
-            }
-            .text("/missing"),
-            None
-        );
+        assert_eq!(read(&root, &mut c, "/a").as_deref(), Some("one\n"));
+        assert_eq!(read(&root, &mut c, "/missing"), None);
         c.end();
         // Rewritten in place (as the kernel regenerates): the kept descriptor sees it.
         std::fs::write(d.path().join("a"), "two two\n").unwrap();
         c.begin();
-        assert_eq!(
-            Session {
-                root: &root,
-                cache: &mut c
-            }
-            .text("/a")
-            .as_deref(),
-            Some("two two\n")
-        );
+        assert_eq!(read(&root, &mut c, "/a").as_deref(), Some("two two\n"));
         std::fs::write(d.path().join("missing"), "now\n").unwrap();
-        assert_eq!(
-            Session {
-                root: &root,
-                cache: &mut c
-            }
-            .text("/missing")
-            .as_deref(),
-            Some("now\n")
-        );
+        assert_eq!(read(&root, &mut c, "/missing").as_deref(), Some("now\n"));
         c.end();
         c.begin();
         c.end();

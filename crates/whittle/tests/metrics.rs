@@ -115,6 +115,24 @@ impl Serve {
     }
 }
 
+/// `whittle metrics record --archive DIR --interval I`, its log in DIR/log.
+fn start_recorder(dir: &Path, interval: &str) -> Daemon {
+    Daemon::start(
+        "whittle metrics record",
+        whittle_bin(),
+        &os![
+            "metrics",
+            "record",
+            "--archive",
+            dir,
+            "--interval",
+            interval
+        ],
+        &[],
+        &dir.join("log"),
+    )
+}
+
 /// `whittle metrics replay DIR --range` over all time.
 fn replay_all(dir: &Path) -> common::Run {
     let dir = dir.to_str().unwrap();
@@ -481,20 +499,7 @@ fn archive_replays_the_served_bytes_survives_kill_9_and_skips_damage() {
 
     // kill -9 of a recorder loses at most one interval.
     let rec = tempdir("record");
-    let mut d = Daemon::start(
-        "whittle metrics record",
-        whittle_bin(),
-        &os![
-            "metrics",
-            "record",
-            "--archive",
-            rec.path(),
-            "--interval",
-            "500ms"
-        ],
-        &[],
-        &rec.path().join("log"),
-    );
+    let mut d = start_recorder(rec.path(), "500ms");
     wait_for("four recorded frames", Duration::from_secs(20), || {
         d.assert_running();
         let r = whittle(
@@ -1014,20 +1019,7 @@ fn top_renders_live_and_archive_views_in_a_terminal() {
 
     // The archive view steps through frames with the arrow keys.
     let rec = tempdir("tui-archive");
-    let mut d = Daemon::start(
-        "whittle metrics record",
-        whittle_bin(),
-        &os![
-            "metrics",
-            "record",
-            "--archive",
-            rec.path(),
-            "--interval",
-            "300ms"
-        ],
-        &[],
-        &rec.path().join("log"),
-    );
+    let mut d = start_recorder(rec.path(), "300ms");
     std::thread::sleep(Duration::from_secs(3));
     d.stop_with(libc::SIGTERM, Duration::from_secs(10));
     let cmd = format!("{} top --archive {}", whittle_bin(), rec.path().display());
