@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::sample::Snapshot;
-use crate::{Error, Result};
+use crate::{io_err, Error, Result};
 
 const FILE_MAGIC: &[u8; 8] = b"WHMARCH1";
 const MARKER: &[u8; 4] = b"WMFR";
@@ -34,13 +34,6 @@ const LEVEL: i32 = 6;
 const KIND_KEY: u8 = 0;
 const KIND_DELTA: u8 = 1;
 pub const EXTENSION: &str = "wmarch";
-
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        cause: e.to_string(),
-    }
-}
 
 /// Appends snapshots to a new archive file in a directory.
 pub struct ArchiveWriter {
@@ -67,19 +60,19 @@ impl std::fmt::Debug for ArchiveWriter {
 impl ArchiveWriter {
     /// Creates `dir` if needed and a new file in it named after `start_ns`.
     pub fn create(dir: &Path, start_ns: u64) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let path = dir.join(format!("{start_ns:020}.{EXTENSION}"));
         let mut file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|e| io(&path, e))?;
-        file.write_all(FILE_MAGIC).map_err(|e| io(&path, e))?;
-        file.sync_data().map_err(|e| io(&path, e))?;
+            .map_err(|e| io_err(&path, e))?;
+        file.write_all(FILE_MAGIC).map_err(|e| io_err(&path, e))?;
+        file.sync_data().map_err(|e| io_err(&path, e))?;
         // The new name must survive a power loss too, not only the frames.
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io(dir, e))?;
+            .map_err(|e| io_err(dir, e))?;
         Ok(Self {
             path,
             file,
@@ -107,20 +100,22 @@ impl ArchiveWriter {
         let seq = self.seq;
         let is_key = self.key.is_none() || seq % KEY_EVERY == 0;
         let (kind, key_seq, payload) = if is_key {
-            let c = zstd::bulk::compress(&raw, LEVEL).map_err(|e| io(&self.path, e))?;
+            let c = zstd::bulk::compress(&raw, LEVEL).map_err(|e| io_err(&self.path, e))?;
             (KIND_KEY, seq, c)
         } else {
             let (key_seq, comp) = self.key.as_mut().expect("a key frame was written");
-            let c = comp.compress(&raw).map_err(|e| io(&self.path, e))?;
+            let c = comp.compress(&raw).map_err(|e| io_err(&self.path, e))?;
             (KIND_DELTA, *key_seq, c)
         };
         let frame = encode_frame(kind, seq, key_seq, snap.time_ns, &payload);
-        self.file.write_all(&frame).map_err(|e| io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| io(&self.path, e))?;
+        self.file
+            .write_all(&frame)
+            .map_err(|e| io_err(&self.path, e))?;
+        self.file.sync_data().map_err(|e| io_err(&self.path, e))?;
         self.bytes += frame.len() as u64;
         if is_key {
             let comp = zstd::bulk::Compressor::with_dictionary(LEVEL, &raw)
-                .map_err(|e| io(&self.path, e))?;
+                .map_err(|e| io_err(&self.path, e))?;
             self.key = Some((seq, comp));
         }
         self.seq += 1;
@@ -171,7 +166,7 @@ pub struct Archive {
 impl Archive {
     /// Reads and indexes every archive file in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let rd = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
+        let rd = std::fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
         let mut paths: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == EXTENSION))
@@ -190,7 +185,7 @@ impl Archive {
             keys: Default::default(),
         };
         for p in paths {
-            let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
+            let bytes = std::fs::read(&p).map_err(|e| io_err(&p, e))?;
             let idx = a.files.len();
             a.index_file(idx, &p, &bytes);
             a.files.push((p, bytes));

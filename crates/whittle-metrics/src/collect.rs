@@ -8,9 +8,17 @@ use whittle_engine::procfs::{CgroupMounts, ProcRoot};
 use whittle_engine::{Container, NetworkMode};
 
 use crate::cgroup::{self, clock_ticks_per_sec, page_size};
-use crate::files::{Cached, Direct, Files, Session};
+use crate::files::{Cached, Files, Session};
 use crate::sample::{ContainerSample, Interface, NetnsMode, Network, Process, Snapshot};
 use crate::{Error, Result};
+
+/// Nanoseconds since the Unix epoch, now.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 
 /// `/dev/NAME` of each block device seen, by (major, minor).
 type DeviceNames = BTreeMap<(u32, u32), String>;
@@ -40,11 +48,7 @@ impl Collector {
 
     /// A snapshot of every running container in `containers`, stamped now.
     pub fn collect(&self, containers: &[&Container]) -> Snapshot {
-        let time_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        self.collect_at(containers, time_ns)
+        self.collect_at(containers, now_ns())
     }
 
     pub fn collect_at(&self, containers: &[&Container], time_ns: u64) -> Snapshot {
@@ -62,17 +66,6 @@ impl Collector {
         );
         cache.end();
         snap
-    }
-
-    /// One collection reading every file afresh (no descriptors kept): what a one-off
-    /// command or a recorded tree wants.
-    pub fn collect_direct(&self, containers: &[&Container], time_ns: u64) -> Snapshot {
-        self.collect_with(
-            &mut Direct(&self.proc),
-            &mut BTreeMap::new(),
-            containers,
-            time_ns,
-        )
     }
 
     fn collect_with(

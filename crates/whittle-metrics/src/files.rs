@@ -31,18 +31,6 @@ pub(crate) trait Files {
     fn text_fresh(&mut self, path: &str) -> Option<String>;
 }
 
-/// Plain reads: open, read, close (one-off collections and tests on recorded trees).
-pub(crate) struct Direct<'a>(pub &'a ProcRoot);
-
-impl Files for Direct<'_> {
-    fn text(&mut self, path: &str) -> Option<String> {
-        self.0.read_opt(path)
-    }
-    fn text_fresh(&mut self, path: &str) -> Option<String> {
-        self.0.read_opt(path)
-    }
-}
-
 struct Entry {
     file: Option<File>,
     /// The collection that last asked for it.

@@ -41,13 +41,17 @@ pub struct Options {
 
 type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Runs until SIGTERM or SIGINT; returns after the last frame is durable.
-pub fn run(opts: Options, log: Log) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// The single-threaded I/O runtime the engine calls and the server run on.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the I/O runtime: {e}")))?;
-    rt.block_on(run_async(opts, log))
+        .map_err(|e| Error::Usage(format!("cannot start the I/O runtime: {e}")))
+}
+
+/// Runs until SIGTERM or SIGINT; returns after the last frame is durable.
+pub fn run(opts: Options, log: Log) -> Result<()> {
+    runtime()?.block_on(run_async(opts, log))
 }
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
@@ -86,7 +90,7 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
     };
     let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut writer = match &opts.archive {
-        Some(dir) => Some(ArchiveWriter::create(dir, now_ns())?),
+        Some(dir) => Some(ArchiveWriter::create(dir, crate::collect::now_ns())?),
         None => None,
     };
     if let Some(a) = bound {
@@ -109,10 +113,14 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut known: BTreeMap<String, String> = BTreeMap::new();
+    let mut known_generation = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let inv = watcher.current();
+                // The inventory changes on events only: compare it when it did.
+                if known_generation != Some(inv.generation) {
+                known_generation = Some(inv.generation);
                 for (id, c) in &inv.containers {
                     if !known.contains_key(id) {
                         log(&format!("watching {} ({}, image {}): running", c.name, c.short_id(), c.image));
@@ -124,6 +132,7 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                     }
                 }
                 known = inv.containers.iter().map(|(id, c)| (id.clone(), c.name.clone())).collect();
+                }
                 let list: Vec<_> = inv.containers.values().collect();
                 let snap = Arc::new(collector.collect(&list));
                 if let Some(w) = writer.as_mut() {
@@ -199,7 +208,7 @@ fn write_state(
         "pid": std::process::id(),
         "listen": listen.map(|a| a.to_string()),
         "archive_file": archive.map(|p| p.display().to_string()),
-        "started_ns": now_ns(),
+        "started_ns": crate::collect::now_ns(),
     });
     let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
     let fin = dir.join(STATE_FILE);
@@ -208,32 +217,16 @@ fn write_state(
     std::fs::rename(&tmp, &fin).map_err(|e| io_err(&fin, e))
 }
 
-pub(crate) fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// One collection (or two, `interval` apart, for rates) for `top --once` and `metrics snapshot`.
 pub fn collect_once(
     host: Option<&str>,
     processes: bool,
 ) -> Result<(Engine, Collector, Vec<whittle_engine::Container>)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the I/O runtime: {e}")))?;
-    rt.block_on(async {
+    runtime()?.block_on(async {
         let engine = Engine::connect_negotiated(host).await?;
         let containers = engine.containers(false, &ProcRoot::real()).await?;
         let mut collector = Collector::new(ProcRoot::real())?;
         collector.processes = processes;
         Ok((engine, collector, containers))
     })
-}
-
-/// Sleeps `d` (helper for callers without a runtime).
-pub fn pause(d: Duration) {
-    std::thread::sleep(d);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use whittle_metrics::rates::{rows, sort, SortKey};
-use whittle_metrics::serve::{collect_once, pause};
+use whittle_metrics::serve::collect_once;
 
 use crate::output::{human_bytes, no_color, print_json};
 
@@ -65,7 +65,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (_engine, collector, containers) = collect_once(a.host.as_deref(), true)?;
     let list: Vec<_> = containers.iter().collect();
     let first = collector.collect(&list);
-    pause(a.interval);
+    std::thread::sleep(a.interval);
     let second = collector.collect(&list);
     let mut r = rows(Some(&first), &second);
     sort(&mut r, a.sort);
