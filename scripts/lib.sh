@@ -48,6 +48,30 @@ need_monitoring() {
 	rm -rf "$shim"
 }
 
+# need_runtime: the real peers of the runtime commands (route, logs, harden, debug). Their package
+# scripts would start system daemons (haproxy, rsyslogd) that the tests do not want; the tests
+# start their own instances, so service starts are refused while the packages are configured
+# (a policy-rc.d on PATH is not consulted, hence the invoke-rc.d and systemctl shims).
+need_runtime() {
+	local shim
+	shim=$(mktemp -d)
+	printf '#!/bin/sh\nexit 0\n' >"$shim/systemctl"
+	printf '#!/bin/sh\nexit 0\n' >"$shim/invoke-rc.d"
+	chmod +x "$shim/systemctl" "$shim/invoke-rc.d"
+	PATH="$shim:$PATH" need_pkgs haproxy rsyslog rsyslog-relp hey wrk gdb openjdk-17-jdk-headless
+	rm -rf "$shim"
+}
+
+# need_swarm: a single-node Docker Swarm on the engine (route and debug test Swarm services).
+need_swarm() {
+	local state
+	state=$(docker info --format '{{.Swarm.LocalNodeState}}')
+	[[ $state == active ]] && return 0
+	log "docker swarm init --advertise-addr 127.0.0.1 (swarm was $state)"
+	docker swarm init --advertise-addr 127.0.0.1 >/dev/null ||
+		die "docker swarm init --advertise-addr 127.0.0.1 failed"
+}
+
 need_cargo() {
 	command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
 }
