@@ -24,6 +24,11 @@ pub enum Error {
     /// The session's setup inside the target's namespaces failed (reported by the child).
     #[error("{0}")]
     Session(String),
+    /// The session was set up but its command could not be run: `code` is 127 (not found) or
+    /// 126 (not executable), the shell's convention, so scripts can tell it from the command's
+    /// own failure.
+    #[error("{message}")]
+    Command { code: i32, message: String },
 }
 
 impl Error {

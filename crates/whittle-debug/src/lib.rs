@@ -35,6 +35,8 @@ pub struct DebugOptions {
     pub target: Target,
     pub toolbox: toolbox::Choice,
     pub as_target: bool,
+    /// The session's /tmp is the target's (see [`Plan::target_tmp`]).
+    pub target_tmp: bool,
     /// Empty: the toolbox's `/bin/sh`.
     pub command: Vec<String>,
     pub cache: PathBuf,
@@ -132,10 +134,12 @@ pub fn debug(o: &DebugOptions, note: &dyn Fn(&str)) -> Result<i32> {
                 target: what.clone(),
                 cause: "not running".into(),
             })?;
-            let dir = tempfile::Builder::new()
-                .prefix("whittle-debug-view-")
-                .tempdir_in(std::env::temp_dir())
-                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+            // An owned temp dir (pid and start time in its name): a session killed with
+            // SIGKILL cannot delete its view, and the next whittle run removes it.
+            let dir = whittle_sandbox::temp_dir("debug-view").map_err(|e| Error::Io {
+                path: std::env::temp_dir().display().to_string(),
+                cause: e.to_string(),
+            })?;
             let engine = rt.block_on(Engine::connect_negotiated(o.host.as_deref()))?;
             let tar = rt.block_on(archive(&engine, &c.id, "/"))?;
             unpack_view(&tar, dir.path(), &what)?;
@@ -189,6 +193,7 @@ pub fn debug(o: &DebugOptions, note: &dyn Fn(&str)) -> Result<i32> {
         env,
         cwd,
         command,
+        target_tmp: o.target_tmp,
     };
     run::run(&plan)
 }

@@ -16,6 +16,9 @@ use crate::{Error, Result};
 
 /// Exit code of a session whose setup failed before the command ran.
 const SETUP_FAILED: i32 = 125;
+/// The shell's codes (and `docker exec`'s) for a command that cannot be run / is not found.
+const CANNOT_RUN: i32 = 126;
+const NOT_FOUND: i32 = 127;
 
 /// Runs the plan's command in the session; returns its exit code (128 + signal when killed).
 pub fn run(plan: &Plan) -> Result<i32> {
@@ -45,10 +48,18 @@ pub fn run(plan: &Plan) -> Result<i32> {
     let _ = pipe.read_to_string(&mut msg);
     let code = wait(pid);
     ignore_interrupts(false);
-    if !msg.is_empty() {
-        return Err(Error::Session(msg));
+    if msg.is_empty() {
+        return Ok(code);
     }
-    Ok(code)
+    // The child's report is "CODE MESSAGE": 126/127 when exec failed, 125 for the setup.
+    match msg.split_once(' ').map(|(c, m)| (c.parse::<i32>(), m)) {
+        Some((Ok(c @ (CANNOT_RUN | NOT_FOUND)), m)) => Err(Error::Command {
+            code: c,
+            message: m.to_string(),
+        }),
+        Some((Ok(_), m)) => Err(Error::Session(m.to_string())),
+        _ => Err(Error::Session(msg)),
+    }
 }
 
 fn errno() -> i32 {
@@ -78,12 +89,16 @@ fn die_with_parent(parent: libc::pid_t) {
 }
 
 fn fail(w: RawFd, e: &Error) -> ! {
-    let m = e.to_string();
+    fail_with(w, e, SETUP_FAILED)
+}
+
+fn fail_with(w: RawFd, e: &Error, code: i32) -> ! {
+    let m = format!("{code} {e}");
     // SAFETY: writing a live buffer to our pipe end, then leaving without running destructors
     // that belong to the parent's state.
     unsafe {
         libc::write(w, m.as_ptr().cast(), m.len());
-        libc::_exit(SETUP_FAILED)
+        libc::_exit(code)
     }
 }
 
@@ -170,10 +185,10 @@ fn command(plan: &Plan, w: RawFd, parent: libc::pid_t) -> ! {
         .env_clear()
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .exec();
-    let code = if e.kind() == std::io::ErrorKind::NotFound {
-        "not found in the toolbox (PATH of the session)"
+    let (why, code) = if e.kind() == std::io::ErrorKind::NotFound {
+        ("not found in the toolbox (PATH of the session)", NOT_FOUND)
     } else {
-        "cannot be run"
+        ("cannot be run", CANNOT_RUN)
     };
-    fail(w, &Error::Session(format!("{prog}: {code}: {e}")))
+    fail_with(w, &Error::Session(format!("{prog}: {why}: {e}")), code)
 }

@@ -41,6 +41,10 @@ pub struct Plan {
     /// Working directory inside the session.
     pub cwd: PathBuf,
     pub command: Vec<String>,
+    /// The session's `/tmp` is the target's own `/tmp` (writable) instead of a private tmpfs:
+    /// for tools whose attach rendezvous is a file in the target's /tmp (the JVM's `jcmd`,
+    /// `jstack`: `.attach_pid1` and `.java_pid1`). The only writes into the target are theirs.
+    pub target_tmp: bool,
 }
 
 /// The devices a shell and the usual tools expect; bound from the host's `/dev`.
@@ -70,6 +74,7 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
     let tb = &plan.toolbox;
     let mut ns_fds: Vec<(RawFd, libc::c_int)> = Vec::new();
     let mut tree = None;
+    let mut tmp_tree = None;
     match &plan.root {
         TargetRoot::Live { pid, cgroup_procs } => {
             // Namespace files first: once our mount namespace changes, /proc/PID is gone.
@@ -96,10 +101,15 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
             let t = k
                 .open_tree(c"/")
                 .map_err(|e| Error::sys(format!("open_tree(/ of pid {pid})"), e));
-            // Back home before anything can fail: the clone is all we take from there.
+            let tmp = plan.target_tmp.then(|| {
+                k.open_tree(c"/tmp")
+                    .map_err(|e| Error::sys(format!("open_tree(/tmp of pid {pid})"), e))
+            });
+            // Back home before anything can fail: the clones are all we take from there.
             k.setns(own, libc::CLONE_NEWNS)
                 .map_err(|e| Error::sys("setns(own mount namespace)", e))?;
             let t = t?;
+            tmp_tree = tmp.transpose()?;
             k.seal_tree(t)
                 .map_err(|e| Error::sys("mount_setattr(read-only copy of the target)", e))?;
             k.close(own);
@@ -147,14 +157,27 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
         }
         (TargetRoot::Live { .. }, None) => unreachable!("a live target always has its tree"),
     }
-    k.mount(
-        Some(c"tmpfs"),
-        &at("tmp")?,
-        Some(c"tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(c"mode=1777"),
-    )
-    .map_err(|e| Error::sys("mount tmpfs on /tmp", e))?;
+    match tmp_tree {
+        Some(t) => {
+            k.move_mount(t, &at("tmp")?)
+                .map_err(|e| Error::sys("move_mount(the target's /tmp → /tmp)", e))?;
+            k.close(t);
+        }
+        None if plan.target_tmp => {
+            return Err(Error::Session(
+                "--target-tmp needs a running target (a stopped one has no /tmp in use)".into(),
+            ))
+        }
+        None => k
+            .mount(
+                Some(c"tmpfs"),
+                &at("tmp")?,
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(c"mode=1777"),
+            )
+            .map_err(|e| Error::sys("mount tmpfs on /tmp", e))?,
+    }
     k.mount(
         Some(c"tmpfs"),
         &at("dev")?,
@@ -184,6 +207,18 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
         .map_err(|e| Error::sys("mkdir /dev/shm", e))?;
     k.mkdir(&at("dev/pts")?)
         .map_err(|e| Error::sys("mkdir /dev/pts", e))?;
+    // A private devpts instance: terminals the session opens (tmux, script, an ssh-less
+    // `gdb` tty) live there, never in the host's or the target's /dev/pts.
+    k.mount(
+        Some(c"devpts"),
+        &at("dev/pts")?,
+        Some(c"devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| Error::sys("mount devpts on /dev/pts", e))?;
+    k.symlink(c"pts/ptmx", &at("dev/ptmx")?)
+        .map_err(|e| Error::sys("symlink /dev/ptmx", e))?;
     // pivot_root(".", "."): the old root ends up stacked under the new one and is detached
     // right away, so the host's file system is out of reach of the session.
     k.chdir(&tbc)
@@ -238,6 +273,7 @@ mod tests {
             env: vec![],
             cwd: "/target/app".into(),
             command: vec!["sh".into()],
+            target_tmp: false,
         }
     }
 
@@ -303,6 +339,33 @@ mod tests {
                 ))));
         assert_eq!(calls.last().unwrap(), "unshare pid");
         assert!(!calls.iter().any(|l| l.starts_with("setns")));
+    }
+
+    #[test]
+    fn target_tmp_is_an_unsealed_clone_of_the_targets_tmp() {
+        let k = Recording::default();
+        let mut p = plan(TargetRoot::Live {
+            pid: 42,
+            cgroup_procs: vec![],
+        });
+        p.target_tmp = true;
+        prepare(&k, &p).unwrap();
+        let calls = k.calls.borrow();
+        let at = calls.iter().position(|l| l == "open_tree /tmp").unwrap();
+        let fd = 100 + at;
+        assert_eq!(
+            calls[at - 1],
+            "open_tree /",
+            "both clones in the target's namespace"
+        );
+        assert!(calls.contains(&format!("move_mount {fd} /cache/tb/tmp")));
+        assert!(!calls.contains(&format!("seal_tree {fd}")), "{calls:#?}");
+        assert!(!calls
+            .iter()
+            .any(|l| l.starts_with("mount tmpfs /cache/tb/tmp")));
+        p.root = TargetRoot::Dir("/v".into());
+        let e = prepare(&Recording::default(), &p).unwrap_err().to_string();
+        assert!(e.contains("--target-tmp needs a running target"), "{e}");
     }
 
     #[test]

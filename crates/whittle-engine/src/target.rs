@@ -95,12 +95,26 @@ impl Target {
         if let Some(c) = engine.inspect(name, proc).await? {
             return Ok(self.with(c));
         }
-        for label in [
-            "com.docker.swarm.service.name",
-            "com.docker.swarm.task.name",
-        ] {
+        // A service, a task by its full name or id, or `SERVICE.SLOT` as `docker service ps`
+        // shows it (the task name is `SERVICE.SLOT.TASKID`).
+        let slot = name
+            .rsplit_once('.')
+            .filter(|(svc, n)| !svc.is_empty() && n.parse::<u32>().is_ok());
+        let mut queries = vec![
+            ("com.docker.swarm.service.name", name.as_str(), None),
+            ("com.docker.swarm.task.name", name.as_str(), None),
+            ("com.docker.swarm.task.id", name.as_str(), None),
+        ];
+        if let Some((svc, _)) = slot {
+            queries.push((
+                "com.docker.swarm.service.name",
+                svc,
+                Some(format!("{name}.")),
+            ));
+        }
+        for (label, value, task_prefix) in queries {
             let filters = HashMap::from([
-                ("label".to_string(), vec![format!("{label}={name}")]),
+                ("label".to_string(), vec![format!("{label}={value}")]),
                 ("status".to_string(), vec!["running".to_string()]),
             ]);
             let opts = ListContainersOptionsBuilder::new()
@@ -114,6 +128,14 @@ impl Target {
             // Several replicas on this node: the oldest is the stable choice between calls.
             let mut ids: Vec<(i64, String)> = list
                 .into_iter()
+                .filter(|c| {
+                    task_prefix.as_deref().is_none_or(|p| {
+                        c.labels
+                            .as_ref()
+                            .and_then(|l| l.get("com.docker.swarm.task.name"))
+                            .is_some_and(|t| t.starts_with(p))
+                    })
+                })
                 .filter_map(|c| Some((c.created.unwrap_or(0), c.id?)))
                 .collect();
             ids.sort();

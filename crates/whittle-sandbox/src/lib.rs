@@ -93,7 +93,7 @@ pub use error::{Error, Result};
 pub use init::Stage;
 pub use probes::{Probe, ProbeReport};
 pub use report::{FileRecord, FirstProcess, Kind};
-pub use rootfs::{remove_leftovers, PreparedImage, TEMP_PREFIX};
+pub use rootfs::{remove_leftovers, temp_dir, PreparedImage, TEMP_PREFIX};
 pub use run::{
     exec_error, run, trace_image, AppReport, Options, Outcome, Recorders, Report, Summary, Timings,
     SCHEMA,

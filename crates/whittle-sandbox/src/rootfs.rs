@@ -142,13 +142,12 @@ pub fn remove_leftovers() -> Vec<PathBuf> {
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
                 continue;
             };
-            let Some(owner) = rest.split('-').nth(1) else {
-                continue;
-            };
-            let Some((pid, start)) = owner.split_once('.') else {
-                continue;
-            };
-            let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+            // KIND may itself contain dashes (`debug-view`): the owner is the first
+            // `PID.START` segment.
+            let Some((pid, start)) = rest.split('-').find_map(|seg| {
+                let (p, s) = seg.split_once('.')?;
+                Some((p.parse::<u32>().ok()?, s.parse::<u64>().ok()?))
+            }) else {
                 continue;
             };
             if start_time(pid) == Some(start) {

@@ -343,10 +343,30 @@ fn pid_targets_join_the_same_namespaces() {
 
 #[test]
 fn exit_codes_and_toolbox_errors() {
+    let since = run_ok("date", &os!["+%s"]).stdout.trim().to_string();
     let tb = toolbox_image();
     let c = TestContainer::run("debug-exit", &[&fixture_image("base"), "sleep", "infinity"]);
     let r = debug(&[&c.name, "--toolbox", &tb, "--", "sh", "-c", "exit 7"]);
     assert_eq!(r.code, Some(7), "{}", r.stderr);
+    // The shell's codes: 127 not found, 126 not executable; one line naming the command.
+    let r = debug(&[&c.name, "--toolbox", &tb, "--", "no-such-tool", "-x"]);
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no-such-tool: not found in the toolbox"),
+        "{}",
+        r.stderr
+    );
+    let r = debug(&[&c.name, "--toolbox", &tb, "--", "/etc/passwd"]);
+    assert_eq!(r.code, Some(126), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/etc/passwd: cannot be run"),
+        "{}",
+        r.stderr
+    );
+    // A private devpts: a terminal can be opened in the session.
+    let r = sh_ok(&c.name, &tb, &[], "exec 3<>/dev/ptmx && ls /dev/pts");
+    let pts: BTreeSet<&str> = r.stdout.split_whitespace().collect();
+    assert!(pts.contains("0") && pts.contains("ptmx"), "{}", r.stdout);
     // auto on an image that is neither slim nor has a debug variant: which flag to pass.
     let r = debug(&[&c.name, "--", "true"]);
     assert_eq!(r.code, Some(1));
@@ -375,6 +395,264 @@ fn exit_codes_and_toolbox_errors() {
     );
     let r = r.ok("debug with the -debug variant");
     assert!(r.stderr.contains("debug variant"), "{}", r.stderr);
+    // Guarantee 3: offline, and not one pull attempt (the engine logs a `pull` event for those,
+    // failed ones included) — the missing toolbox above included.
+    let events = run_ok(
+        "docker",
+        &os![
+            "events",
+            "--since",
+            &since,
+            "--until",
+            run_ok("date", &os!["+%s"]).stdout.trim(),
+            "--filter",
+            "type=image",
+            "--format",
+            "{{.Action}} {{.Actor.ID}}"
+        ],
+    );
+    assert!(
+        !events.stdout.lines().any(|l| l.starts_with("pull")),
+        "image pull events during the sessions:\n{}",
+        events.stdout
+    );
+}
+
+/// A Swarm service removed on drop.
+struct Service(String);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = run("docker", &os!["service", "rm", &self.0]);
+    }
+}
+
+#[test]
+fn swarm_service_and_task_targets() {
+    let state = run_ok(
+        "docker",
+        &os!["info", "--format", "{{.Swarm.LocalNodeState}}"],
+    );
+    assert_eq!(
+        state.stdout.trim(),
+        "active",
+        "this test needs a single-node Swarm: docker swarm init --advertise-addr 127.0.0.1 \
+         (scripts/test does it)"
+    );
+    let tb = toolbox_image();
+    let svc = Service(unique("debug-svc"));
+    run_ok(
+        "docker",
+        &os![
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--label",
+            "org.whittle.test=debug",
+            "--container-label",
+            common::runtime::TEST_LABEL,
+            "--replicas",
+            "2",
+            "--name",
+            &svc.0,
+            fixture_image("base"),
+            "sleep",
+            "infinity"
+        ],
+    );
+    let tasks = |slot: &str| {
+        run_ok(
+            "docker",
+            &os![
+                "ps",
+                "--no-trunc",
+                "--filter",
+                format!("label=com.docker.swarm.service.name={}", svc.0),
+                "--filter",
+                "status=running",
+                "--format",
+                "{{.ID}} {{.Label \"com.docker.swarm.task.name\"}} {{.Label \"com.docker.swarm.task.id\"}}"
+            ],
+        )
+        .stdout
+        .lines()
+        .filter(|l| slot.is_empty() || l.split(' ').nth(1).is_some_and(|t| t.starts_with(slot)))
+        .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .collect::<Vec<_>>()
+    };
+    wait_for("both tasks running", Duration::from_secs(60), || {
+        (tasks("").len() == 2).then_some(())
+    });
+    let pid = |id: &str| -> u32 {
+        run_ok("docker", &os!["inspect", "-f", "{{.State.Pid}}", id])
+            .stdout
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let net_of = |target: &str| {
+        let r = debug_ok(&[
+            target,
+            "--toolbox",
+            &tb,
+            "--",
+            "readlink",
+            "/proc/self/ns/net",
+        ]);
+        r.stdout.trim().to_string()
+    };
+    // Slot 2 by `SERVICE.2`, by the full task name and by the task id: that task's namespace.
+    let two = tasks(&format!("{}.2.", svc.0)).remove(0);
+    let want = ns_link(pid(&two[0]), "net");
+    assert_eq!(net_of(&format!("{}.2", svc.0)), want, "SERVICE.SLOT");
+    assert_eq!(net_of(&two[1]), want, "task name");
+    assert_eq!(net_of(&two[2]), want, "task id");
+    // The service name: one of its running tasks on this node.
+    let svc_net = net_of(&svc.0);
+    let all: BTreeSet<String> = tasks("")
+        .iter()
+        .map(|t| ns_link(pid(&t[0]), "net"))
+        .collect();
+    assert!(all.contains(&svc_net), "{svc_net} not one of {all:?}");
+    let r = debug(&[&format!("{}.9", svc.0), "--toolbox", &tb, "--", "true"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{}.9", svc.0)), "{}", r.stderr);
+}
+
+#[test]
+fn a_killed_sessions_exited_view_is_removed_by_the_next_run() {
+    let tb = toolbox_image();
+    let c = TestContainer::run("debug-view", &[&fixture_image("base"), "true"]);
+    wait_for("the target to exit", Duration::from_secs(20), || {
+        let s = run_ok("docker", &os!["inspect", "-f", "{{.State.Status}}", &c.id]);
+        (s.stdout.trim() == "exited").then_some(())
+    });
+    let tmp = tempdir("debug-view-tmp");
+    let dir = tempdir("debug-view-log");
+    let cache = cache();
+    let envs = [
+        ("WHITTLE_TOOLBOX_CACHE", cache.to_str().unwrap()),
+        ("TMPDIR", tmp.path().to_str().unwrap()),
+    ];
+    let views = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("debug-view"))
+            .collect()
+    };
+    let mut d = Daemon::start(
+        "whittle debug of an exited target (to be killed)",
+        common::whittle_bin(),
+        &os!["debug", &c.name, "--toolbox", &tb, "--", "sleep", "4343"],
+        &envs,
+        &dir.path().join("log"),
+    );
+    let left = wait_for("the view directory", Duration::from_secs(30), || {
+        let v = views();
+        (!v.is_empty() && d.log_text().contains("with toolbox")).then_some(v)
+    });
+    d.stop_with(libc::SIGKILL, Duration::from_secs(5));
+    // Its children die with it (parent-death signal), a moment later.
+    wait_for("the session's sleep to go", Duration::from_secs(10), || {
+        run("pgrep", &os!["-f", "^sleep 4343$"])
+            .code
+            .is_some_and(|c| c != 0)
+            .then_some(())
+    });
+    assert_eq!(views(), left, "the view is left behind by SIGKILL");
+    let r = whittle(os!["ps", "--json"], &[("TMPDIR", tmp.path().as_os_str())])
+        .ok("whittle ps after the killed session");
+    assert_eq!(views(), Vec::<String>::new(), "view still there");
+    assert!(r.stderr.contains(&left[0]), "{}", r.stderr);
+}
+
+/// An image with the host's JDK (Debian 12 on both sides) on the base fixture and a class that
+/// idles: a JVM to profile from outside, and a toolbox with `jcmd`.
+fn jvm_image() -> String {
+    require("javac");
+    let jdk = std::fs::canonicalize("/usr/lib/jvm/java-17-openjdk-amd64").unwrap_or_else(|e| {
+        panic!("/usr/lib/jvm/java-17-openjdk-amd64: {e}: apt-get install openjdk-17-jdk-headless")
+    });
+    let ctx = tempdir("jvm-ctx");
+    std::fs::write(
+        ctx.path().join("Idle.java"),
+        "public class Idle { public static void main(String[] a) throws Exception { \
+         while (true) Thread.sleep(1000); } }",
+    )
+    .unwrap();
+    run_ok(
+        "javac",
+        &os!["-d", ctx.path(), ctx.path().join("Idle.java")],
+    );
+    run_ok("cp", &os!["-a", &jdk, ctx.path().join("jdk")]);
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nCOPY jdk /opt/jdk\nCOPY Idle.class /app/\nENV PATH=/opt/jdk/bin:$PATH\n",
+            fixture_image("base")
+        ),
+    )
+    .unwrap();
+    let tag = "whittle-test/debug-jvm:latest".to_string();
+    run_ok(
+        "docker",
+        &os!["build", "-q", "--network", "none", "-t", &tag, ctx.path()],
+    );
+    tag
+}
+
+#[test]
+fn jcmd_reaches_a_locked_down_jvm_from_outside() {
+    let img = jvm_image();
+    let c = TestContainer::run(
+        "debug-jvm",
+        &[
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--user",
+            "65532",
+            "--tmpfs",
+            "/tmp",
+            &img,
+            "java",
+            "-Xmx64m",
+            "-cp",
+            "/app",
+            "Idle",
+        ],
+    );
+    let before = engine_view(&c);
+    // Without --target-tmp, jcmd's rendezvous files are in the session's private /tmp, which
+    // the JVM never looks at: the attach fails, and nothing reached the target.
+    let r = debug(&[
+        &c.name,
+        "--toolbox",
+        &img,
+        "--",
+        "/opt/jdk/bin/jcmd",
+        "1",
+        "VM.version",
+    ]);
+    assert_ne!(r.code, Some(0), "{}", r.stdout);
+    for flags in [&["--target-tmp"][..], &["--target-tmp", "--as-target"][..]] {
+        let mut args = vec![c.name.as_str(), "--toolbox", img.as_str()];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "/opt/jdk/bin/jcmd", "1", "Thread.print"]);
+        let r = debug_ok(&args);
+        assert!(
+            r.stdout.contains("Full thread dump") && r.stdout.contains("\"main\""),
+            "jcmd {flags:?}:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    assert_eq!(engine_view(&c), before, "docker inspect changed");
+    // The read-only root is untouched: the attach files went to the target's tmpfs /tmp.
+    assert_eq!(docker_diff(&c), "", "docker diff after jcmd");
 }
 
 #[test]

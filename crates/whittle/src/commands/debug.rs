@@ -13,6 +13,7 @@ const EXAMPLES: &str = "Examples:
   whittle debug web                                  # a shell from web's debug variant or fat source
   whittle debug web --toolbox debian:12 -- strace -p 1
   whittle debug web --as-target -- cat /target/run/app.pid
+  whittle debug jvm --toolbox jvm-debug --target-tmp -- jcmd 1 Thread.print
   whittle debug port-forward web 18080:8080           # curl localhost:18080 reaches web's 127.0.0.1:8080
   whittle debug cp web:/var/log/app.log ./app.log";
 
@@ -37,6 +38,10 @@ pub struct Args {
     /// instead of root with every capability.
     #[arg(long)]
     as_target: bool,
+    /// Use the target's own /tmp (writable) instead of a private one: for tools that meet
+    /// their target through files there, such as the JDK's jcmd and jstack.
+    #[arg(long)]
+    target_tmp: bool,
     /// Where unpacked toolboxes are kept, one directory per image id.
     #[arg(long, env = "WHITTLE_TOOLBOX_CACHE", default_value = DEFAULT_CACHE)]
     cache_dir: PathBuf,
@@ -117,17 +122,25 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let Some(target) = a.target else {
                 bail!("a TARGET is needed (see whittle ps)");
             };
-            let code = whittle_debug::debug(
+            let code = match whittle_debug::debug(
                 &DebugOptions {
                     host: a.host,
                     target,
                     toolbox: a.toolbox,
                     as_target: a.as_target,
+                    target_tmp: a.target_tmp,
                     command: a.command,
                     cache: a.cache_dir,
                 },
                 &note,
-            )?;
+            ) {
+                Ok(code) => code,
+                Err(whittle_debug::Error::Command { code, message }) => {
+                    note(&format!("whittle debug: {message}"));
+                    code
+                }
+                Err(e) => return Err(e.into()),
+            };
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
         }
     }
