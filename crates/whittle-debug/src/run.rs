@@ -11,8 +11,8 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 
 use crate::session::{enter, prepare, Plan};
-use crate::sys::Real;
 use crate::{Error, Result};
+use whittle_kernel::Real;
 
 /// Exit code of a session whose setup failed before the command ran.
 const SETUP_FAILED: i32 = 125;

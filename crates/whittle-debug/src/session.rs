@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use whittle_engine::procfs::Identity;
 
-use crate::sys::{cpath, ns_name, Kernel};
+use whittle_kernel::{ns_name, Kernel};
+
+use crate::sys::cpath;
 use crate::{Error, Result};
 
 /// Where the target's file system comes from.
@@ -99,10 +101,10 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
             k.setns(theirs, libc::CLONE_NEWNS)
                 .map_err(|e| Error::sys(format!("setns(mount namespace of pid {pid})"), e))?;
             let t = k
-                .open_tree(c"/")
+                .clone_tree(c"/")
                 .map_err(|e| Error::sys(format!("open_tree(/ of pid {pid})"), e));
             let tmp = plan.target_tmp.then(|| {
-                k.open_tree(c"/tmp")
+                k.clone_tree(c"/tmp")
                     .map_err(|e| Error::sys(format!("open_tree(/tmp of pid {pid})"), e))
             });
             // Back home before anything can fail: the clones are all we take from there.
@@ -203,9 +205,9 @@ pub fn prepare(k: &impl Kernel, plan: &Plan) -> Result<()> {
         k.symlink(&c(to)?, &at(&format!("dev/{link}"))?)
             .map_err(|e| Error::sys(format!("symlink /dev/{link}"), e))?;
     }
-    k.mkdir(&at("dev/shm")?)
+    k.mkdir(&at("dev/shm")?, 0o1777)
         .map_err(|e| Error::sys("mkdir /dev/shm", e))?;
-    k.mkdir(&at("dev/pts")?)
+    k.mkdir(&at("dev/pts")?, 0o755)
         .map_err(|e| Error::sys("mkdir /dev/pts", e))?;
     // A private devpts instance: terminals the session opens (tmux, script, an ssh-less
     // `gdb` tty) live there, never in the host's or the target's /dev/pts.
@@ -263,7 +265,7 @@ pub fn enter(k: &impl Kernel, plan: &Plan) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::Recording;
+    use whittle_kernel::Recording;
 
     fn plan(root: TargetRoot) -> Plan {
         Plan {
@@ -296,10 +298,10 @@ mod tests {
         let theirs = 100 + pos("open /proc/42/ns/mnt");
         let own = 100 + pos("open /proc/self/ns/mnt");
         let into = pos(&format!("setns {theirs} mnt"));
-        assert_eq!(calls[into + 1], "open_tree /");
+        let tree = 100 + into + 1;
+        assert_eq!(calls[into + 1], format!("clone_tree / -> {tree}"));
         assert_eq!(calls[into + 2], format!("setns {own} mnt"));
         assert!(pos("write /sys/fs/cgroup/memory/docker/x/cgroup.procs 0") < into);
-        let tree = 100 + into + 1;
         assert!(
             pos(&format!("seal_tree {tree}")) < pos(&format!("move_mount {tree} /cache/tb/target"))
         );
@@ -351,12 +353,14 @@ mod tests {
         p.target_tmp = true;
         prepare(&k, &p).unwrap();
         let calls = k.calls.borrow();
-        let at = calls.iter().position(|l| l == "open_tree /tmp").unwrap();
+        let at = calls
+            .iter()
+            .position(|l| l.starts_with("clone_tree /tmp "))
+            .unwrap();
         let fd = 100 + at;
-        assert_eq!(
-            calls[at - 1],
-            "open_tree /",
-            "both clones in the target's namespace"
+        assert!(
+            calls[at - 1].starts_with("clone_tree / "),
+            "both clones in the target's namespace: {calls:#?}"
         );
         assert!(calls.contains(&format!("move_mount {fd} /cache/tb/tmp")));
         assert!(!calls.contains(&format!("seal_tree {fd}")), "{calls:#?}");

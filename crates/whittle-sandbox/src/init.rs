@@ -16,7 +16,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use serde::{Deserialize, Serialize};
 
 use crate::mounts::{setup_root, RootPlan};
-use crate::sys::Real;
+use whittle_kernel::Real;
 
 /// Controller → init.
 #[derive(Debug, Clone, Serialize, Deserialize)]

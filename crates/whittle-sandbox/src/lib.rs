@@ -85,7 +85,6 @@ mod run;
 mod seccomp;
 mod signals;
 mod spec;
-pub mod sys;
 mod syscalls;
 
 pub use caps::DOCKER_DEFAULT as DOCKER_DEFAULT_CAPS;

@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 
-use crate::sys::Sys;
+use whittle_kernel::Kernel as Sys;
 
 /// Where the root comes from.
 #[derive(Debug, Clone)]
@@ -216,7 +216,7 @@ pub fn setup_root<S: Sys>(sys: &S, plan: &RootPlan) -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::Recording;
+    use whittle_kernel::Recording;
 
     fn plan() -> RootPlan {
         RootPlan {
