@@ -108,12 +108,21 @@ pub fn run_sh(plan: &Plan, image: &str) -> String {
          # Usage: ./run.sh [DOCKER-RUN-ARGS...]   e.g. ./run.sh --name web -p 8080:80\n\
          set -eu\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\nexec docker run -d \"$@\"",
     );
-    for f in flags {
-        s.push_str(" \\\n\t");
+    let quote = |f: &str| {
         if f.contains("$here") {
-            s.push_str(&format!("\"{f}\""));
+            format!("\"{f}\"")
         } else {
-            s.push_str(&sh_quote(&f));
+            sh_quote(f)
+        }
+    };
+    let mut it = flags.iter().peekable();
+    while let Some(f) = it.next() {
+        s.push_str(" \\\n\t");
+        s.push_str(&quote(f));
+        // A flag and its value on one line.
+        if let Some(v) = it.next_if(|v| !v.starts_with("--")) {
+            s.push(' ');
+            s.push_str(&quote(v));
         }
     }
     s.push_str(" \\\n\t");
@@ -202,13 +211,13 @@ mod tests {
         let s = run_sh(&plan(), "web:1");
         for want in [
             "exec docker run -d \"$@\"",
-            "--cap-drop \\",
+            "--cap-drop ALL \\",
             "CHOWN",
             "\"seccomp=$here/seccomp.json\"",
             "--read-only",
             "/run:rw,noexec,mode=0755",
             "net.ipv4.ip_unprivileged_port_start=80",
-            "--memory \\\n\t64m",
+            "--memory 64m",
             "33:33",
             "\tweb:1\n",
         ] {

@@ -222,6 +222,7 @@ pub fn harden(
             } else {
                 hard.log_tail.clone()
             },
+            replay: None,
         });
         last = Some(hard);
         if diffs.is_empty() {
@@ -231,6 +232,9 @@ pub fn harden(
         // What was refused: the same settings replayed in the sandbox.
         let why = diffs.join("; ");
         let found = diagnose(&img, opts, &plan)?;
+        if let Some(r) = rounds.last_mut() {
+            r.replay = Some(found.summary.clone());
+        }
         let mut widened = false;
         for (name, ev) in &found.calls {
             if plan.syscalls.contains(name) {
@@ -343,6 +347,7 @@ pub fn harden(
                 stop_ms: r.stop_ms,
                 exit_code: r.exit_code,
                 log_tail: String::new(),
+                replay: None,
             });
             if d.is_empty() {
                 plan = limited;
@@ -392,7 +397,7 @@ pub fn harden(
             format!("verification failed: {diffs}; nothing refused was found to widen")
         } else {
             format!(
-                "verification failed: {diffs}; refused: {}",
+                "refused: {}; verification failed: {diffs}",
                 refused.join(", ")
             )
         }
@@ -485,6 +490,8 @@ fn cap_evidence(rec: &Recording, cap: &str) -> Vec<record::OpSeen> {
 struct Found {
     calls: BTreeMap<String, String>,
     caps: BTreeMap<String, String>,
+    /// What the replay saw, for the report.
+    summary: String,
 }
 
 fn diagnose(img: &PreparedImage, opts: &Options, plan: &Plan) -> Result<Found> {
@@ -493,13 +500,30 @@ fn diagnose(img: &PreparedImage, opts: &Options, plan: &Plan) -> Result<Found> {
         allow: Plan::numbers(&plan.syscalls),
         enosys: Plan::numbers(&plan.enosys),
     };
-    o.caps = whittle_sandbox::caps_mask_of(plan.caps.iter().map(String::as_str));
-    o.user = Some((plan.uid, plan.gid));
+    // The sandbox has no tmpfs mounts owned by a changed user: as that user the app would
+    // fail on its first write, before the calls in question. Refused calls do not depend on
+    // the user, so a changed user is replayed as the image's own; capabilities only matter
+    // (and are replayed) when the plan keeps root.
+    // For root, the file-permission capabilities stand in for the tmpfs mounts (root-owned in
+    // the engine, image-owned in the sandbox) unless the caller forbade them.
+    if !plan.user_changed {
+        let file_caps = ["CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER"]
+            .into_iter()
+            .filter(|c| !opts.no_caps.contains(*c));
+        o.caps = whittle_sandbox::caps_mask_of(
+            plan.caps.iter().map(String::as_str).chain(file_caps),
+        );
+        o.user = Some((plan.uid, plan.gid));
+    }
     // A refused call can make the app hang rather than fail: do not wait long for it.
     o.ready_timeout = o.ready_timeout.min(Duration::from_secs(10));
     o.probe_timeout = o.probe_timeout.min(Duration::from_secs(10));
     let r = whittle_sandbox::run(img, &o)?;
     let labels = probe_labels(&r);
+    let mut outcome = record::failure(&r).unwrap_or_else(|| "every probe passed".into());
+    if let Some(last) = r.app.stderr_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        outcome.push_str(&format!(" (stderr: {})", last.trim()));
+    }
     let log = r.syscalls.unwrap_or_default();
     let mut calls = BTreeMap::new();
     for d in &log.denied {
@@ -525,7 +549,28 @@ fn diagnose(img: &PreparedImage, opts: &Options, plan: &Plan) -> Result<Found> {
             });
         }
     }
-    Ok(Found { calls, caps })
+    let summary = format!(
+        "sandbox replay as {}: {}; refused calls: {}; calls failing with EPERM: {}",
+        o.user
+            .map_or("the image's user".to_string(), |(u, g)| format!("{u}:{g}")),
+        one_line(&outcome),
+        list(calls.keys()),
+        list(log.ops.iter().filter(|op| op.errno == libc::EPERM).map(|op| &op.what)),
+    );
+    Ok(Found {
+        calls,
+        caps,
+        summary,
+    })
+}
+
+fn list<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Writes `seccomp.json`, `run.sh`, `compose.yaml` and `report.json` into `dir`: first into a

@@ -22,7 +22,8 @@
 //!   "capabilities": [{"name": "CAP_SETUID", "evidence": [ops], "without_it": "http 80/: …"}],
 //!   "refused": ["system call bind (refused to nginx during start-up)"],
 //!   "widenings": [{"round": 1, "what": "allow pread64", "reason": "…"}],
-//!   "rounds": [{"round": 1, "differences": [], "stop_ms": 120, "exit_code": 0, "log_tail": ""}],
+//!   "rounds": [{"round": 1, "differences": [], "stop_ms": 120, "exit_code": 0, "log_tail": "",
+//!               "replay": null | "sandbox replay as 0:0: …; refused calls: bind; …"}],
 //!   "repeats": 3,
 //!   "facts": {"seccomp": 2, "no_new_privs": 1, "cap_eff": 0, "uid": 33},
 //!   "timings": {"record_ms": 2100, "total_ms": 9000}
@@ -112,6 +113,8 @@ pub struct Round {
     pub stop_ms: Option<u64>,
     pub exit_code: Option<i64>,
     pub log_tail: String,
+    /// What the sandbox replay with the same settings saw, when the round failed.
+    pub replay: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

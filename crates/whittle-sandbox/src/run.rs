@@ -537,7 +537,10 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
             if sb.app_exit.is_some() || outcome != Outcome::Ok {
                 break;
             }
-            sb.phase.store(probe_phase(pi), Ordering::Relaxed);
+            // Calls made while waiting for the port are the app's start-up, not the probe's.
+            if !matches!(p, Probe::Http { .. }) {
+                sb.phase.store(probe_phase(pi), Ordering::Relaxed);
+            }
             let t = Instant::now();
             match p {
                 Probe::Http { port, path } => {
@@ -545,6 +548,7 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
                     let ready = sb.wait_for(ready_deadline, |s| {
                         s.app_exit.is_some() || probes::listening(init_pid, port)
                     });
+                    sb.phase.store(probe_phase(pi), Ordering::Relaxed);
                     if sb.app_exit.is_some() {
                         break;
                     }

@@ -82,11 +82,10 @@ pub fn op_kind(nr: i64) -> Option<OpKind> {
         libc::SYS_setuid | libc::SYS_setreuid | libc::SYS_setresuid | libc::SYS_setfsuid => {
             OpKind::SetUid
         }
-        libc::SYS_setgid
-        | libc::SYS_setregid
-        | libc::SYS_setresgid
-        | libc::SYS_setfsgid
-        | libc::SYS_setgroups => OpKind::SetGid,
+        libc::SYS_setgid | libc::SYS_setregid | libc::SYS_setresgid | libc::SYS_setfsgid => {
+            OpKind::SetGid
+        }
+        libc::SYS_setgroups => OpKind::Plain("setgroups", "CAP_SETGID"),
         libc::SYS_bind => OpKind::Bind,
         libc::SYS_socket => OpKind::Socket,
         libc::SYS_fchown | libc::SYS_fchownat => OpKind::Chown,

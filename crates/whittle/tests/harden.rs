@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::runtime::{fixture_image, TestContainer, TEST_LABEL};
-use common::{os, report, require, run, tempdir, whittle, Checks, Run};
+use common::{report, require, run, tempdir, whittle, Checks, Run};
 
-/// A fixture with a static busybox added as /usr/local/bin/bb (the canaries run with it), built
+/// A fixture with a static busybox added as /usr/local/bin/busybox (the canaries run with it), built
 /// in the test under our own prefix.
 fn with_busybox(fixture: &str) -> String {
     static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
@@ -25,10 +25,10 @@ fn with_busybox(fixture: &str) -> String {
     require("busybox");
     let base = fixture_image(fixture);
     let ctx = tempdir("harden-img");
-    std::fs::copy("/bin/busybox", ctx.path().join("bb")).expect("copy busybox");
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox")).expect("copy busybox");
     std::fs::write(
         ctx.path().join("Dockerfile"),
-        format!("FROM {base}\nCOPY bb /usr/local/bin/bb\n"),
+        format!("FROM {base}\nCOPY busybox /usr/local/bin/busybox\n"),
     )
     .expect("Dockerfile");
     build_image(&tag, ctx.path());
@@ -201,7 +201,7 @@ fn nginx_is_hardened_proven_and_runs_confined() {
     let img = with_busybox("nginx");
     let dir = tempdir("harden-nginx");
     let out = dir.path().join("out");
-    let (r, v) = harden(&img, &out, &["--exec-probe", "bb true"]);
+    let (r, v) = harden(&img, &out, &["--exec-probe", "busybox true"]);
     c.require(r.code == Some(0), || format!("harden failed: {r:?}"));
     check_report(&mut c, &v, &out);
     let allowed = v["allowed"].as_u64().unwrap_or(0);
@@ -238,7 +238,7 @@ fn nginx_is_hardened_proven_and_runs_confined() {
         bind.is_some_and(|b| b["evidence"].to_string().contains("nginx")),
         || format!("bind has no evidence naming nginx: {bind:?}"),
     );
-    check_hardened_server(&mut c, &out, &v, "harden-nginx", "bb");
+    check_hardened_server(&mut c, &out, &v, "harden-nginx", "busybox");
     c.finish();
 }
 
@@ -317,15 +317,15 @@ fn python_redis_and_a_static_binary_are_hardened() {
     let cases: Vec<(String, Vec<&str>, &str, &str)> = vec![
         (
             with_busybox("python"),
-            vec!["--exec-probe", "bb true"],
+            vec!["--exec-probe", "busybox true"],
             "harden-py",
-            "bb",
+            "busybox",
         ),
         (
             with_busybox("redis"),
-            vec!["--exec-probe", "redis-cli ping", "--exec-probe", "bb true"],
+            vec!["--exec-probe", "redis-cli ping", "--exec-probe", "busybox true"],
             "harden-redis",
-            "bb",
+            "busybox",
         ),
         (
             static_busybox_image(),
