@@ -510,9 +510,8 @@ fn diagnose(img: &PreparedImage, opts: &Options, plan: &Plan) -> Result<Found> {
         let file_caps = ["CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER"]
             .into_iter()
             .filter(|c| !opts.no_caps.contains(*c));
-        o.caps = whittle_sandbox::caps_mask_of(
-            plan.caps.iter().map(String::as_str).chain(file_caps),
-        );
+        o.caps =
+            whittle_sandbox::caps_mask_of(plan.caps.iter().map(String::as_str).chain(file_caps));
         o.user = Some((plan.uid, plan.gid));
     }
     // A refused call can make the app hang rather than fail: do not wait long for it.
@@ -521,7 +520,13 @@ fn diagnose(img: &PreparedImage, opts: &Options, plan: &Plan) -> Result<Found> {
     let r = whittle_sandbox::run(img, &o)?;
     let labels = probe_labels(&r);
     let mut outcome = record::failure(&r).unwrap_or_else(|| "every probe passed".into());
-    if let Some(last) = r.app.stderr_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+    if let Some(last) = r
+        .app
+        .stderr_tail
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+    {
         outcome.push_str(&format!(" (stderr: {})", last.trim()));
     }
     let log = r.syscalls.unwrap_or_default();
@@ -555,7 +560,12 @@ fn diagnose(img: &PreparedImage, opts: &Options, plan: &Plan) -> Result<Found> {
             .map_or("the image's user".to_string(), |(u, g)| format!("{u}:{g}")),
         one_line(&outcome),
         list(calls.keys()),
-        list(log.ops.iter().filter(|op| op.errno == libc::EPERM).map(|op| &op.what)),
+        list(
+            log.ops
+                .iter()
+                .filter(|op| op.errno == libc::EPERM)
+                .map(|op| &op.what)
+        ),
     );
     Ok(Found {
         calls,

@@ -148,12 +148,14 @@ fn check_hardened_server(
         c.check(uid != 0, || "the user was changed but is root".into());
     }
     // Inside, under the same filter: a write to / fails with EROFS, a canary call with EPERM.
-    let touch = run(
+    // mkdir is in the list (the exec probe `busybox mkdir -p DIR` recorded it): the refusal
+    // comes from the read-only mount, not from the filter.
+    let mkdir = run(
         "docker",
-        &os!["exec", &ct.id, busybox, "touch", "/whittle-canary"],
+        &os!["exec", &ct.id, busybox, "mkdir", "/whittle-canary"],
     );
-    c.check(touch.stderr.contains("Read-only file system"), || {
-        format!("touch / did not fail with EROFS: {touch:?}")
+    c.check(mkdir.stderr.contains("Read-only file system"), || {
+        format!("mkdir in / did not fail with EROFS: {mkdir:?}")
     });
     let unshare = run(
         "docker",
@@ -201,11 +203,11 @@ fn nginx_is_hardened_proven_and_runs_confined() {
     let img = with_busybox("nginx");
     let dir = tempdir("harden-nginx");
     let out = dir.path().join("out");
-    let (r, v) = harden(&img, &out, &["--exec-probe", "busybox true"]);
+    let (r, v) = harden(&img, &out, &["--exec-probe", "busybox mkdir -p /etc"]);
     c.require(r.code == Some(0), || format!("harden failed: {r:?}"));
     check_report(&mut c, &v, &out);
     let allowed = v["allowed"].as_u64().unwrap_or(0);
-    c.check((60..=170).contains(&allowed), || {
+    c.check((40..=170).contains(&allowed), || {
         format!("nginx allows {allowed} calls, expected about 100-150")
     });
     // nginx's master switches to www-data: that is the user it gets, with no capability and
@@ -317,19 +319,24 @@ fn python_redis_and_a_static_binary_are_hardened() {
     let cases: Vec<(String, Vec<&str>, &str, &str)> = vec![
         (
             with_busybox("python"),
-            vec!["--exec-probe", "busybox true"],
+            vec!["--exec-probe", "busybox mkdir -p /etc"],
             "harden-py",
             "busybox",
         ),
         (
             with_busybox("redis"),
-            vec!["--exec-probe", "redis-cli ping", "--exec-probe", "busybox true"],
+            vec![
+                "--exec-probe",
+                "redis-cli ping",
+                "--exec-probe",
+                "busybox mkdir -p /etc",
+            ],
             "harden-redis",
             "busybox",
         ),
         (
             static_busybox_image(),
-            vec!["--exec-probe", "/bin/busybox true"],
+            vec!["--exec-probe", "/bin/busybox mkdir -p /www"],
             "harden-static",
             "/bin/busybox",
         ),
