@@ -79,10 +79,8 @@ pub fn audit(
                     f.world_writable.push(p.clone());
                 }
             }
-            NodeKind::Dir { .. } => {
-                if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-                    f.world_writable.push(p.clone());
-                }
+            NodeKind::Dir { .. } if mode & 0o002 != 0 && mode & 0o1000 == 0 => {
+                f.world_writable.push(p.clone());
             }
             _ => {}
         }
