@@ -425,3 +425,30 @@ fn audit_shows_fat_and_slim_side_by_side() {
     );
     assert!(table.stdout.contains("not traced"), "{}", table.stdout);
 }
+
+#[test]
+fn build_harden_hardens_the_slim_image_it_wrote() {
+    let fat = fixture_image("nginx");
+    let slim = format!("{}:latest", common::unique("whittle-test/harden-slim"));
+    let dir = tempdir("harden-build");
+    let out = dir.path().join("out");
+    let r = whittle(
+        [
+            "build",
+            &format!("docker-daemon:{fat}"),
+            &format!("docker-daemon:{slim}"),
+            "--harden",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let _ = run("docker", &os!["rmi", &slim]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("outcome    proven"), "{}", r.stdout);
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
+            .expect("JSON");
+    assert_eq!(v["image"].as_str(), Some(slim.as_str()));
+    assert_eq!(v["outcome"], "proven");
+}
