@@ -58,7 +58,7 @@ need_runtime() {
 	printf '#!/bin/sh\nexit 0\n' >"$shim/systemctl"
 	printf '#!/bin/sh\nexit 0\n' >"$shim/invoke-rc.d"
 	chmod +x "$shim/systemctl" "$shim/invoke-rc.d"
-	PATH="$shim:$PATH" need_pkgs haproxy rsyslog rsyslog-relp hey wrk gdb openjdk-17-jdk-headless
+	PATH="$shim:$PATH" need_pkgs haproxy rsyslog rsyslog-relp hey wrk gdb openjdk-17-jdk-headless seccomp
 	rm -rf "$shim"
 }
 

@@ -137,6 +137,7 @@ mod tests {
             timings: Timings::default(),
             summary: Summary::default(),
             files: vec![],
+            syscalls: None,
         }
     }
 

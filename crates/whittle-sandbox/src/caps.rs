@@ -18,6 +18,66 @@ pub const DOCKER_DEFAULT: [(u32, &str); 14] = [
     (31, "CAP_SETFCAP"),
 ];
 
+/// Every capability Linux 6.x defines (`linux/capability.h`), by number.
+pub const ALL: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The bit mask of capability names (`CAP_CHOWN`, …); None for an unknown name.
+pub fn mask_of<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<u64> {
+    names.into_iter().try_fold(0u64, |m, n| {
+        ALL.iter().position(|c| *c == n).map(|i| m | (1u64 << i))
+    })
+}
+
+/// The names of the capabilities in `mask`, in number order.
+pub fn names_of(mask: u64) -> Vec<&'static str> {
+    (0..ALL.len())
+        .filter(|i| mask & (1u64 << i) != 0)
+        .map(|i| ALL[i])
+        .collect()
+}
+
 /// The default set as a bit mask.
 pub fn default_mask() -> u64 {
     DOCKER_DEFAULT.iter().fold(0, |m, (c, _)| m | (1u64 << c))
@@ -100,5 +160,9 @@ mod tests {
     #[test]
     fn default_mask_is_dockers() {
         assert_eq!(super::default_mask(), 0xa80425fb);
+        let names: Vec<&str> = super::DOCKER_DEFAULT.iter().map(|c| c.1).collect();
+        assert_eq!(super::mask_of(names.iter().copied()), Some(0xa80425fb));
+        assert_eq!(super::names_of(0xa80425fb), names);
+        assert_eq!(super::mask_of(["CAP_NOPE"]), None);
     }
 }

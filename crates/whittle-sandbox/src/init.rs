@@ -104,6 +104,8 @@ pub struct Launch {
     /// Host directory for capture files (opened before the pivot).
     pub run_dir: CString,
     pub last_cap: u32,
+    /// The capabilities programs get (bounding set; also effective/permitted for root).
+    pub caps: u64,
     pub seccomp: Vec<libc::sock_filter>,
     pub ns_flags: libc::c_int,
 }
@@ -468,7 +470,7 @@ fn child(
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return (Stage::Privileges, errno());
     }
-    let mask = crate::caps::default_mask();
+    let mask = l.caps;
     if let Err(e) = crate::caps::drop_bounding(mask, l.last_cap) {
         return (Stage::Privileges, e);
     }

@@ -85,12 +85,14 @@ mod run;
 mod seccomp;
 mod signals;
 mod spec;
+pub mod syscall_log;
 mod syscalls;
 
 pub use caps::DOCKER_DEFAULT as DOCKER_DEFAULT_CAPS;
+pub use caps::{mask_of as caps_mask_of, names_of as caps_names_of, ALL as ALL_CAPS};
 pub use error::{Error, Result};
 pub use init::Stage;
-pub use probes::{Probe, ProbeReport};
+pub use probes::{host_command, http_get, in_netns, listening, sha256_hex, Probe, ProbeReport};
 pub use report::{FileRecord, FirstProcess, Kind};
 pub use rootfs::{remove_leftovers, temp_dir, PreparedImage, TEMP_PREFIX};
 pub use run::{

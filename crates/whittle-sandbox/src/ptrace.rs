@@ -9,8 +9,11 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::report::{normalize_abs, Kind, Outcome1, Recorder, Source};
+use crate::syscall_log::{op_kind, Denial, Op, SyscallLog, SyscallMode};
 use crate::syscalls::{open_kinds, Special, Syscall};
 
 const PTRACE_EVENT_FORK: i32 = 1;
@@ -57,8 +60,18 @@ struct Pending {
 #[derive(Default)]
 struct Proc {
     pending: Option<Pending>,
+    /// A capability-relevant call waiting for its result (syscall recording only).
+    op: Option<Op>,
     started: bool,
     comm: Option<String>,
+    /// The process name for the syscall log (reset by exec).
+    name: Option<String>,
+}
+
+impl Proc {
+    fn in_call(&self) -> bool {
+        self.pending.is_some() || self.op.is_some()
+    }
 }
 
 /// The tracer: state per tracee and what was seen.
@@ -70,6 +83,11 @@ pub struct Tracer {
     pub watched_status: Option<i32>,
     tracing: bool,
     watch: i32,
+    mode: SyscallMode,
+    /// The phase of the run (start-up, probe N, stop), set by the controller.
+    phase: Arc<AtomicU32>,
+    /// Every system call seen, when `mode` is not `Off`.
+    pub log: SyscallLog,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -81,8 +99,11 @@ impl std::fmt::Debug for Tracer {
 }
 
 impl Tracer {
-    pub fn new(tracing: bool, watch: i32) -> Self {
+    pub fn new(tracing: bool, watch: i32, mode: SyscallMode, phase: Arc<AtomicU32>) -> Self {
         Tracer {
+            mode,
+            phase,
+            log: SyscallLog::default(),
             table: crate::syscalls::table()
                 .into_iter()
                 .map(|s| (s.nr, s))
@@ -139,7 +160,8 @@ impl Tracer {
             match event {
                 PTRACE_EVENT_SECCOMP => {
                     self.on_seccomp(pid);
-                    ptrace(libc::PTRACE_SYSCALL, pid, 0, 0);
+                    // Only a call with something pending needs its exit stop.
+                    self.resume(pid, 0);
                 }
                 PTRACE_EVENT_EXEC => {
                     let mut former: libc::c_ulong = 0;
@@ -159,7 +181,9 @@ impl Tracer {
                     }
                     // A new program: a new comm. The execve itself is recorded at its exit
                     // stop (result 0), which still follows.
-                    self.procs.entry(pid).or_default().comm = None;
+                    let p = self.procs.entry(pid).or_default();
+                    p.comm = None;
+                    p.name = None;
                     self.resume(pid, 0);
                 }
                 PTRACE_EVENT_FORK | PTRACE_EVENT_VFORK | PTRACE_EVENT_CLONE => {
@@ -171,6 +195,7 @@ impl Tracer {
                         &mut child as *mut _ as usize,
                     );
                     self.procs.entry(child as i32).or_default();
+                    self.log.peak_tasks = self.log.peak_tasks.max(self.procs.len());
                     self.resume(pid, 0);
                 }
                 PTRACE_EVENT_STOP => {
@@ -199,7 +224,7 @@ impl Tracer {
     }
 
     fn resume(&mut self, pid: i32, sig: i32) {
-        let in_call = self.procs.get(&pid).is_some_and(|p| p.pending.is_some());
+        let in_call = self.procs.get(&pid).is_some_and(Proc::in_call);
         let req = if in_call {
             libc::PTRACE_SYSCALL
         } else {
@@ -210,8 +235,20 @@ impl Tracer {
 
     fn on_syscall_exit(&mut self, pid: i32) {
         let pend = self.procs.get_mut(&pid).and_then(|p| p.pending.take());
+        let op = self.procs.get_mut(&pid).and_then(|p| p.op.take());
+        let ret = if pend.is_some() || op.is_some() {
+            regs(pid).map(|r| r.ret)
+        } else {
+            None
+        };
+        if let Some(mut op) = op {
+            op.errno = match ret {
+                Some(r) if r < 0 => (-r) as i32,
+                _ => 0,
+            };
+            self.log.ops.insert(op);
+        }
         if let Some(pend) = pend {
-            let ret = regs(pid).map(|r| r.ret);
             let comm = self.procs.get_mut(&pid).and_then(|p| p.comm.take());
             self.finish(pid, pend, ret, comm);
         }
@@ -249,8 +286,55 @@ impl Tracer {
         }
     }
 
+    /// The syscall log's part of a seccomp stop; false when the call was denied (skipped).
+    fn log_call(&mut self, pid: i32, r: &Regs) -> bool {
+        let phase = self.phase.load(Ordering::Relaxed);
+        let p = self.procs.entry(pid).or_default();
+        let comm = p.name.get_or_insert_with(|| read_comm(pid)).clone();
+        if let SyscallMode::Enforce { allow, enosys } = &self.mode {
+            if !allow.contains(&r.nr) {
+                let errno = if enosys.contains(&r.nr) {
+                    libc::ENOSYS
+                } else {
+                    libc::EPERM
+                };
+                deny(pid, errno);
+                self.log.denied.insert(Denial {
+                    nr: r.nr,
+                    phase,
+                    comm,
+                    errno,
+                });
+                return false;
+            }
+        }
+        let seen = self.log.calls.entry(r.nr).or_default();
+        if seen.len() < 16 {
+            seen.insert((phase, comm.clone()));
+        }
+        if let Some(kind) = op_kind(r.nr) {
+            if let Some((what, arg, cap)) =
+                kind.describe(&r.args, |addr, buf| read_mem(pid, addr, buf))
+            {
+                p.op = Some(Op {
+                    nr: r.nr,
+                    what,
+                    arg,
+                    cap,
+                    phase,
+                    comm,
+                    errno: 0,
+                });
+            }
+        }
+        true
+    }
+
     fn on_seccomp(&mut self, pid: i32) {
         let Some(r) = regs(pid) else { return };
+        if self.mode != SyscallMode::Off && !self.log_call(pid, &r) {
+            return;
+        }
         let Some(sc) = self.table.get(&r.nr).copied() else {
             return;
         };
@@ -353,6 +437,35 @@ fn regs(pid: i32) -> Option<Regs> {
 fn regs(_pid: i32) -> Option<Regs> {
     None
 }
+
+/// Skips the call the tracee is stopped in (seccomp stop) and makes it return `-errno`, as a
+/// seccomp `SCMP_ACT_ERRNO` rule would.
+#[cfg(target_arch = "x86_64")]
+fn deny(pid: i32, errno: i32) {
+    // SAFETY: an all-zero register block is a valid value to be overwritten.
+    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    if ptrace(
+        libc::PTRACE_GETREGS,
+        pid,
+        0,
+        &mut r as *mut libc::user_regs_struct as usize,
+    ) < 0
+    {
+        return;
+    }
+    // At a seccomp stop, syscall number -1 skips the call and rax is its result.
+    r.orig_rax = u64::MAX;
+    r.rax = (-(errno as i64)) as u64;
+    ptrace(
+        libc::PTRACE_SETREGS,
+        pid,
+        0,
+        &r as *const libc::user_regs_struct as usize,
+    );
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn deny(_pid: i32, _errno: i32) {}
 
 /// Whether recording system calls works on this architecture.
 pub fn supported() -> bool {

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,6 +22,7 @@ use crate::probes::{self, Probe, ProbeReport};
 use crate::report::{build_files, FileRecord, Recorder};
 use crate::rootfs::{copy_tree, temp_dir, PreparedImage};
 use crate::spec::{signal_name, split_words, RunSpec};
+use crate::syscall_log::{probe_phase, SyscallLog, SyscallMode, PHASE_START, PHASE_STOP};
 use crate::{Error, Result};
 
 /// How to run and watch.
@@ -50,6 +51,12 @@ pub struct Options {
     pub pids_max: u64,
     /// How much of the app's stderr the report keeps (its end).
     pub stderr_tail: u64,
+    /// Record (or enforce an allowlist of) every system call, not only file-related ones.
+    pub syscalls: SyscallMode,
+    /// Capabilities of the programs as a mask (default: Docker's default set).
+    pub caps: Option<u64>,
+    /// Run the app and exec probes as uid:gid instead of the image's user.
+    pub user: Option<(u32, u32)>,
 }
 
 impl Default for Options {
@@ -66,6 +73,9 @@ impl Default for Options {
             fanotify: true,
             pids_max: 4096,
             stderr_tail: 4096,
+            syscalls: SyscallMode::Off,
+            caps: None,
+            user: None,
         }
     }
 }
@@ -157,6 +167,9 @@ pub struct Report {
     pub timings: Timings,
     pub summary: Summary,
     pub files: Vec<FileRecord>,
+    /// Every system call seen (with `Options::syscalls`); not in `whittle trace`'s JSON.
+    #[serde(skip)]
+    pub syscalls: Option<SyscallLog>,
 }
 
 pub const SCHEMA: &str = "whittle.trace/v1";
@@ -210,6 +223,8 @@ struct Sandbox {
     tracer: Option<JoinHandle<TracerOut>>,
     fan_stop: Arc<AtomicBool>,
     fan: Option<JoinHandle<FanResult>>,
+    /// The phase the tracer attributes system calls to.
+    phase: Arc<AtomicU32>,
     events: Receiver<Event>,
     ctl: Option<File>,
     netns: Option<OwnedFd>,
@@ -224,6 +239,7 @@ struct Sandbox {
 
 struct TracerOut {
     rec: Recorder,
+    log: SyscallLog,
 }
 
 impl Sandbox {
@@ -293,15 +309,11 @@ impl Sandbox {
     }
 
     /// Kills everything, waits for the recorders, removes the run directory.
-    fn finish(&mut self) -> (Option<Recorder>, Option<FanResult>) {
+    fn finish(&mut self) -> (Option<TracerOut>, Option<FanResult>) {
         self.kill_all();
         self.ctl = None;
         self.netns = None;
-        let rec = self
-            .tracer
-            .take()
-            .and_then(|t| t.join().ok())
-            .map(|t| t.rec);
+        let rec = self.tracer.take().and_then(|t| t.join().ok());
         self.fan_stop.store(true, Ordering::Release);
         let fan = self.fan.take().and_then(|t| t.join().ok());
         // Drain events so late exit statuses are seen.
@@ -387,13 +399,18 @@ fn status_parts(st: i32) -> (Option<i32>, Option<String>) {
 pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
     let t0 = Instant::now();
     let hostname = random_hex(12);
-    let spec = RunSpec::from_config(
+    let mut spec = RunSpec::from_config(
         &img.config,
         &img.flat.tree,
         &img.flat.store,
         opts.command.clone(),
         hostname.clone(),
     )?;
+    if let Some((uid, gid)) = opts.user {
+        spec.uid = uid;
+        spec.gid = gid;
+        spec.groups = vec![gid];
+    }
     let mut probes = opts.probes.clone();
     let server = !probes.is_empty() || !spec.exposed_tcp.is_empty();
     if probes.is_empty() {
@@ -516,9 +533,13 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
                 }
             }
         }
-        for p in &probes {
+        for (pi, p) in probes.iter().enumerate() {
             if sb.app_exit.is_some() || outcome != Outcome::Ok {
                 break;
+            }
+            // Calls made while waiting for the port are the app's start-up, not the probe's.
+            if !matches!(p, Probe::Http { .. }) {
+                sb.phase.store(probe_phase(pi), Ordering::Relaxed);
             }
             let t = Instant::now();
             match p {
@@ -527,6 +548,7 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
                     let ready = sb.wait_for(ready_deadline, |s| {
                         s.app_exit.is_some() || probes::listening(init_pid, port)
                     });
+                    sb.phase.store(probe_phase(pi), Ordering::Relaxed);
                     if sb.app_exit.is_some() {
                         break;
                     }
@@ -646,6 +668,7 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
             // Stop like an engine: StopSignal, grace, SIGKILL.
             stopped = true;
             if outcome == Outcome::Ok || outcome == Outcome::NotReady {
+                sb.phase.store(PHASE_STOP, Ordering::Relaxed);
                 sb.send(&Command::Signal {
                     id: 0,
                     sig: spec.stop_signal,
@@ -664,7 +687,11 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
             opts.pids_max
         ));
     }
-    let (rec, fan) = sb.finish();
+    let (out, fan) = sb.finish();
+    let (rec, log) = match out {
+        Some(t) => (Some(t.rec), Some(t.log)),
+        None => (None, None),
+    };
     if let Some(st) = sb.app_exit {
         let (code, sig) = status_parts(st);
         app.exit_code = code;
@@ -739,6 +766,7 @@ pub fn run(img: &PreparedImage, opts: &Options) -> Result<Report> {
         },
         summary,
         files,
+        syscalls: log.filter(|_| record && opts.syscalls != SyscallMode::Off),
     })
 }
 
@@ -834,11 +862,19 @@ fn start(
         pid_write: pid_w.into_raw_fd(),
         run_dir: cpath(&d),
         last_cap: crate::caps::last_cap(),
-        seccomp: crate::seccomp::program(&table),
+        caps: opts.caps.unwrap_or_else(crate::caps::default_mask),
+        seccomp: if opts.syscalls == SyscallMode::Off {
+            crate::seccomp::program(&table)
+        } else {
+            crate::seccomp::program_all()
+        },
         ns_flags: init::NS_FLAGS,
     };
     let (tx_pid, rx_pid) = mpsc::channel::<std::result::Result<i32, String>>();
     let pid_read: RawFd = pid_r.into_raw_fd();
+    let phase = Arc::new(AtomicU32::new(PHASE_START));
+    let tracer_phase = phase.clone();
+    let mode = opts.syscalls.clone();
     let tracer = std::thread::Builder::new()
         .name("whittle-tracer".into())
         .spawn(move || {
@@ -886,9 +922,12 @@ fn start(
                     let _ = tx_pid.send(Ok(pid));
                 }
             }
-            let mut t = crate::ptrace::Tracer::new(record, watch);
+            let mut t = crate::ptrace::Tracer::new(record, watch, mode, tracer_phase);
             t.run();
-            TracerOut { rec: t.rec }
+            TracerOut {
+                rec: t.rec,
+                log: t.log,
+            }
         })
         .map_err(|e| Error::setup("starting the tracer thread", e))?;
     let (tx_ev, rx_ev) = mpsc::channel();
@@ -902,6 +941,7 @@ fn start(
         tracer: Some(tracer),
         fan_stop: Arc::new(AtomicBool::new(false)),
         fan: None,
+        phase,
         events: rx_ev,
         ctl: Some(File::from(ctl_w)),
         netns: None,

@@ -58,6 +58,22 @@ pub fn program(nrs: &[i64]) -> Vec<libc::sock_filter> {
     p
 }
 
+/// The filter program of a syscall-recording run: `SECCOMP_RET_TRACE` for every call of the
+/// native architecture.
+pub fn program_all() -> Vec<libc::sock_filter> {
+    vec![
+        stmt(BPF_LD_W_ABS, 4),
+        libc::sock_filter {
+            code: BPF_JEQ_K,
+            jt: 1,
+            jf: 0,
+            k: AUDIT_ARCH,
+        },
+        stmt(BPF_RET_K, SECCOMP_RET_ALLOW),
+        stmt(BPF_RET_K, SECCOMP_RET_TRACE),
+    ]
+}
+
 /// Installs `prog` on the calling thread (needs no_new_privs or `CAP_SYS_ADMIN`).
 pub fn install(prog: &[libc::sock_filter]) -> Result<(), i32> {
     let fprog = libc::sock_fprog {
@@ -112,5 +128,9 @@ mod tests {
         assert_eq!(run(&p, AUDIT_ARCH, 59), SECCOMP_RET_TRACE);
         assert_eq!(run(&p, AUDIT_ARCH, 0), SECCOMP_RET_ALLOW);
         assert_eq!(run(&p, 0x4000_0003, 257), SECCOMP_RET_ALLOW);
+        let all = program_all();
+        assert_eq!(run(&all, AUDIT_ARCH, 0), SECCOMP_RET_TRACE);
+        assert_eq!(run(&all, AUDIT_ARCH, 435), SECCOMP_RET_TRACE);
+        assert_eq!(run(&all, 0x4000_0003, 0), SECCOMP_RET_ALLOW);
     }
 }

@@ -94,6 +94,23 @@ Examples:
     Debug(commands::debug::Args),
     /// The containers a debug session can target, and which run whittle slim images.
     Ps(commands::ps::Args),
+    /// Least-privilege run settings (seccomp, capabilities, user, read-only root), proven by
+    /// running the image under them in the Docker Engine. Exit 3: no settings made it work.
+    #[command(after_help = "\
+Examples:
+  whittle harden docker-daemon:whittle-fixture/nginx:latest --out nginx-harden
+  nginx-harden/run.sh --name web -p 8080:80
+  whittle harden docker-daemon:shop/api:2 --http-probe 8000/health --json
+  whittle harden docker-daemon:redis:7 --exec-probe 'redis-cli ping' --keep-user
+  whittle harden docker-daemon:web:1 --deny bind      # exit 3: says who needed bind")]
+    Harden(commands::harden::Args),
+    /// Security facts of an image and its slim version side by side: user, setuid/setgid
+    /// files, file capabilities, shells, package managers, world-writable paths, ports bound.
+    #[command(after_help = "\
+Examples:
+  whittle audit docker-archive:nginx.tar docker-archive:nginx-slim.tar
+  whittle audit docker-daemon:shop/web:1.4 --no-trace --json")]
+    Audit(commands::audit::Args),
 }
 
 #[allow(clippy::print_stderr)]
@@ -127,6 +144,8 @@ fn main() -> ExitCode {
         Command::Man { dir } => man(dir),
         Command::Debug(a) => commands::debug::run(a),
         Command::Ps(a) => commands::ps::run(a),
+        Command::Harden(a) => commands::harden::run(a),
+        Command::Audit(a) => commands::audit::run(a),
     };
     match result {
         Ok(code) => code,

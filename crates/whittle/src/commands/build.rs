@@ -9,6 +9,7 @@ use whittle_build::{build, BuildOptions, Error as BuildError};
 use whittle_image::write::{check_file_destination, write_file};
 use whittle_image::{ImageRef, Transport};
 
+use crate::commands::harden::HardenArgs;
 use crate::commands::squash::CompressArg;
 use crate::commands::trace::RunArgs;
 use crate::output::{print_json, with_build_progress};
@@ -70,6 +71,12 @@ pub struct Args {
     /// The image the debug tools come from (default: SRC).
     #[arg(long, value_name = "IMAGE")]
     debug_from: Option<String>,
+    /// Then harden the slim image (DEST must be docker-daemon:): the run settings of
+    /// `whittle harden`, proven with the same probes, written to --out.
+    #[arg(long)]
+    harden: bool,
+    #[command(flatten)]
+    harden_args: HardenArgs,
 }
 
 impl Args {
@@ -124,6 +131,8 @@ impl Args {
             Some("--layers (a family member has a base and an app layer)")
         } else if self.debug_variant {
             Some("--debug-variant (use debug = true)")
+        } else if self.harden {
+            Some("--harden (run whittle harden on the member's image)")
         } else {
             None
         }
@@ -155,7 +164,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         check_file_destination(p)?;
     }
     let (report_file, html_file, json) = (a.report.clone(), a.html.clone(), a.json);
+    let harden = a.harden.then(|| a.harden_args.clone());
+    if harden.is_some() {
+        whittle_harden::engine_image(&dest)?;
+    }
     let opts = a.options(false)?;
+    let harden = harden
+        .map(|h| h.options(opts.run.clone()).map(|o| (h, o)))
+        .transpose()?;
     whittle_sandbox::install_interrupt_handler();
     let built = with_build_progress("reading the image", |p| build(&src, &dest, &opts, p));
     let built = match built {
@@ -200,6 +216,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             crate::output::one_line(&missing)
         );
         return Ok(ExitCode::from(3));
+    }
+    if let Some((h, o)) = harden {
+        return crate::commands::harden::harden_and_report(&dest, &o, &h, (!json).then_some(false));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,9 @@
+pub mod audit;
 pub mod build;
 pub mod debug;
 pub mod deps;
 pub mod family;
+pub mod harden;
 pub mod inspect;
 pub mod metrics;
 pub mod ps;

@@ -119,6 +119,7 @@ fn install_hint(program: &str) -> String {
         "curl" => "curl",
         "prlimit" | "unshare" | "setpriv" => "util-linux",
         "busybox" => "busybox-static",
+        "scmp_sys_resolver" => "seccomp",
         "time" | "/usr/bin/time" => "time",
         other => other,
     };
