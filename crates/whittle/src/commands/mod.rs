@@ -3,6 +3,7 @@ pub mod debug;
 pub mod deps;
 pub mod family;
 pub mod inspect;
+pub mod logs;
 pub mod metrics;
 pub mod ps;
 pub mod squash;
