@@ -53,6 +53,8 @@ pub struct LogRecord {
     pub more: bool,
     /// False when the stream ended inside a line (the program wrote no final newline).
     pub newline: bool,
+    /// Engine frames (16 KiB chunks) the record was joined from.
+    pub chunks: u32,
 }
 
 /// Where to start reading: the first record at or after `ts_ns`, skipping the first `skip`
@@ -86,6 +88,8 @@ pub struct LogReader {
     joiner: Joiner,
     ended: bool,
     host: String,
+    engine: Engine,
+    repaired: u64,
 }
 
 /// Joins partial chunks into records and skips what was taken before the resume position.
@@ -93,10 +97,15 @@ pub struct LogReader {
 struct Joiner {
     max: usize,
     since: Option<Since>,
-    /// The line being joined from partial chunks: first timestamp, bytes, parts emitted.
-    partial: Option<(u64, Vec<u8>, u32)>,
+    /// The line being joined from partial chunks: first timestamp, bytes, parts emitted,
+    /// chunks joined.
+    partial: Option<(u64, Vec<u8>, u32, u32)>,
     ready: VecDeque<LogRecord>,
     skipped: u64,
+    /// Timestamp of the last record completed (taken or skipped).
+    last_ts: u64,
+    /// Frames dropped because the engine sent them again (see [`LogReader::replayed`]).
+    replayed: u64,
 }
 
 /// Nanoseconds since the epoch from an RFC 3339 timestamp as the engine writes it.
@@ -114,11 +123,6 @@ pub fn since_param(ts_ns: u64) -> String {
 impl Engine {
     /// Opens one stream of a container's log. `Ok(None)` when the engine no longer knows it.
     pub async fn open_log(&self, req: LogRequest) -> Result<Option<LogReader>> {
-        let err = |what: &str, cause: String| Error::Api {
-            host: self.host().to_string(),
-            what: format!("logs of {}: {what}", req.id),
-            cause,
-        };
         // A TTY container's log has no frame headers: its bytes come as they are.
         let tty = match self
             .docker()
@@ -143,7 +147,40 @@ impl Engine {
         if let Some(s) = req.since {
             q.push_str(&format!("&since={}", since_param(s.ts_ns)));
         }
-        let request = hyper::Request::get(&q)
+        let Some(body) = self.get_raw(&req.id, &q).await? else {
+            return Ok(None);
+        };
+        let host = self.host();
+        Ok(Some(LogReader {
+            body,
+            engine: self.clone(),
+            repaired: 0,
+            tty,
+            buf: Vec::new(),
+            pos: 0,
+            joiner: Joiner {
+                max: req.max_record.max(1),
+                since: req.since,
+                partial: None,
+                ready: VecDeque::new(),
+                skipped: 0,
+                // Records at the resume timestamp itself go through the `skip` count.
+                last_ts: req.since.map(|s| s.ts_ns.saturating_sub(1)).unwrap_or(0),
+                replayed: 0,
+            },
+            req,
+            ended: false,
+            host: host.to_string(),
+        }))
+    }
+    /// One GET on the engine's socket, the body left streaming; `Ok(None)` on 404.
+    async fn get_raw(&self, id: &str, q: &str) -> Result<Option<hyper::body::Incoming>> {
+        let err = |what: &str, cause: String| Error::Api {
+            host: self.host().to_string(),
+            what: format!("logs of {id}: {what}"),
+            cause,
+        };
+        let request = hyper::Request::get(q)
             .header("Host", "docker")
             .body(Empty::<Bytes>::new())
             .map_err(|e| err("request", e.to_string()))?;
@@ -165,32 +202,69 @@ impl Engine {
         }
         .map_err(|e| err("request", e))?;
         match resp.status().as_u16() {
-            200 => {}
-            404 => return Ok(None),
+            200 => Ok(Some(resp.into_body())),
+            404 => Ok(None),
             code => {
                 let body = resp.into_body().collect().await.map(|b| b.to_bytes());
                 let text = body
                     .map(|b| String::from_utf8_lossy(&b).trim().to_string())
                     .unwrap_or_default();
-                return Err(err("request", format!("HTTP {code}: {text}")));
+                Err(err("request", format!("HTTP {code}: {text}")))
             }
         }
-        Ok(Some(LogReader {
-            body: resp.into_body(),
-            tty,
-            buf: Vec::new(),
-            pos: 0,
-            joiner: Joiner {
-                max: req.max_record.max(1),
-                since: req.since,
-                partial: None,
-                ready: VecDeque::new(),
-                skipped: 0,
-            },
-            req,
-            ended: false,
-            host: host.to_string(),
-        }))
+    }
+
+    /// The line whose chunks carry `ts_ns`, read again from the log store without following
+    /// (the last `tail` entries, widened until an older entry shows the line is all inside).
+    /// Docker 20.10's follow stream can repeat a chunk of a long line (seen: one 16 KiB chunk
+    /// twice, one follower in three); a plain read of the file does not.
+    async fn line_at(&self, id: &str, stream: Stream, ts_ns: u64) -> Result<Option<Vec<u8>>> {
+        let mut tail = 256u64;
+        loop {
+            let q = format!(
+                "/v1.41/containers/{id}/logs?timestamps=1&{}=1&follow=0&until={}&tail={}",
+                stream.as_str(),
+                since_param(ts_ns),
+                if tail > 1 << 20 { "all".to_string() } else { tail.to_string() }
+            );
+            let Some(mut body) = self.get_raw(id, &q).await? else {
+                return Ok(None);
+            };
+            let mut raw = Vec::new();
+            while let Some(f) = body.frame().await {
+                let f = f.map_err(|e| Error::Api {
+                    host: self.host().to_string(),
+                    what: format!("logs of {id}"),
+                    cause: e.to_string(),
+                })?;
+                if let Ok(d) = f.into_data() {
+                    raw.extend_from_slice(&d);
+                }
+            }
+            let mut frames = 0u64;
+            let mut older = false;
+            let mut line = Vec::new();
+            let mut complete = false;
+            for payload in split_frames(&raw) {
+                frames += 1;
+                let (ts, content) = split_ts(payload);
+                if ts < ts_ns {
+                    older = true;
+                } else if ts == ts_ns && !complete {
+                    match content.strip_suffix(b"\n") {
+                        Some(c) => {
+                            line.extend_from_slice(c);
+                            complete = true;
+                        }
+                        None => line.extend_from_slice(content),
+                    }
+                }
+            }
+            if older || frames < tail || tail > 1 << 20 {
+                return Ok(complete.then_some(line));
+            }
+            tail *= 16;
+        }
     }
 }
 
@@ -209,11 +283,31 @@ where
 }
 
 impl LogReader {
+    /// Frames the engine sent twice and that were dropped (a Docker json-file follow quirk).
+    pub fn replayed(&self) -> u64 {
+        self.joiner.replayed
+    }
+
+    /// Joined lines whose chunks the follow stream got wrong, replaced by a plain read.
+    pub fn repaired(&self) -> u64 {
+        self.repaired
+    }
+
     /// The next record; `Ok(None)` at the end of the stream (the container stopped, or not
     /// following and everything was read).
     pub async fn next(&mut self) -> Result<Option<LogRecord>> {
         loop {
-            if let Some(r) = self.joiner.ready.pop_front() {
+            if let Some(mut r) = self.joiner.ready.pop_front() {
+                // A line joined from chunks is read again without following (see
+                // `Engine::line_at`); a line split into parts is not (its parts are out).
+                if r.chunks >= 2 && r.part == 0 && r.newline && !self.tty {
+                    if let Some(b) = self.engine.line_at(&self.req.id, self.req.stream, r.ts_ns).await? {
+                        if b != r.bytes && b.len() <= self.joiner.max {
+                            self.repaired += 1;
+                            r.bytes = b;
+                        }
+                    }
+                }
                 return Ok(Some(r));
             }
             if self.ended {
@@ -281,33 +375,50 @@ impl LogReader {
 impl Joiner {
     /// The stream ended inside a line: the program wrote no final newline.
     fn finish(&mut self) {
-        if let Some((ts, bytes, part)) = self.partial.take() {
+        if let Some((ts, bytes, part, chunks)) = self.partial.take() {
             self.emit(LogRecord {
                 ts_ns: ts,
                 bytes,
                 part: if part > 0 { part + 1 } else { 0 },
                 more: false,
                 newline: false,
+                chunks,
             });
         }
     }
 
     fn chunk(&mut self, payload: &[u8]) {
-        let sp = payload
-            .iter()
-            .position(|&b| b == b' ')
-            .unwrap_or(payload.len());
-        let ts = std::str::from_utf8(&payload[..sp])
-            .ok()
-            .and_then(parse_ts)
-            .unwrap_or(0);
-        let content = payload.get(sp + 1..).unwrap_or_default();
+        let (ts, content) = split_ts(payload);
+        // Within one stream the engine's timestamps only grow (a line's chunks share its first
+        // one; two lines never get the same nanosecond). Docker 20.10's json-file follow reader
+        // sometimes sends a stretch of the file again — seen starting in the middle of a chunked
+        // line — so a frame not newer than the last record, or not of the line being joined, is
+        // a replay and is dropped.
+        match &self.partial {
+            None if ts != 0 && ts <= self.last_ts => {
+                self.replayed += 1;
+                return;
+            }
+            Some((ts0, ..)) if ts != *ts0 => {
+                if ts < *ts0 {
+                    self.replayed += 1;
+                    return;
+                }
+                // The rest of the joined line never came: keep what did, marked.
+                self.finish();
+            }
+            _ => {}
+        }
         let (content, complete) = match content.strip_suffix(b"\n") {
             Some(c) => (c, true),
             None => (content, false),
         };
         let max = self.max;
-        let (ts0, mut bytes, mut part) = self.partial.take().unwrap_or_else(|| (ts, Vec::new(), 0));
+        let (ts0, mut bytes, mut part, mut chunks) = self
+            .partial
+            .take()
+            .unwrap_or_else(|| (ts, Vec::new(), 0, 0));
+        chunks += 1;
         let mut rest = content;
         while bytes.len() + rest.len() > max || (bytes.len() == max && !rest.is_empty()) {
             let take = max - bytes.len();
@@ -320,6 +431,7 @@ impl Joiner {
                 part,
                 more: true,
                 newline: true,
+                chunks,
             });
         }
         bytes.extend_from_slice(rest);
@@ -330,14 +442,16 @@ impl Joiner {
                 part: if part > 0 { part + 1 } else { 0 },
                 more: false,
                 newline: true,
+                chunks,
             });
         } else {
-            self.partial = Some((ts0, bytes, part));
+            self.partial = Some((ts0, bytes, part, chunks));
         }
     }
 
     /// Queues a record unless it is one of the `skip` already taken at the resume timestamp.
     fn emit(&mut self, r: LogRecord) {
+        self.last_ts = self.last_ts.max(r.ts_ns);
         if let Some(s) = self.since {
             if r.ts_ns < s.ts_ns {
                 return;
@@ -349,6 +463,32 @@ impl Joiner {
         }
         self.ready.push_back(r);
     }
+}
+
+/// The payloads of whole frames in a multiplexed stream.
+fn split_frames(mut raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if raw.len() < 8 {
+            return None;
+        }
+        let len = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]) as usize;
+        let p = raw.get(8..8 + len)?;
+        raw = &raw[8 + len..];
+        Some(p)
+    })
+}
+
+/// `TIMESTAMP SP content` → (nanoseconds, content); 0 when there is no timestamp.
+fn split_ts(payload: &[u8]) -> (u64, &[u8]) {
+    let sp = payload
+        .iter()
+        .position(|&b| b == b' ')
+        .unwrap_or(payload.len());
+    let ts = std::str::from_utf8(&payload[..sp])
+        .ok()
+        .and_then(parse_ts)
+        .unwrap_or(0);
+    (ts, payload.get(sp + 1..).unwrap_or_default())
 }
 
 /// hyper's I/O traits over a tokio stream (hyper-util's `TokioIo`, written out so this crate
@@ -424,6 +564,8 @@ mod tests {
                 partial: None,
                 ready: VecDeque::new(),
                 skipped: 0,
+                last_ts: since.map(|s| s.ts_ns.saturating_sub(1)).unwrap_or(0),
+                replayed: 0,
             },
             Vec::new(),
         )
@@ -466,15 +608,31 @@ mod tests {
     }
 
     #[test]
+    fn drops_frames_the_engine_sends_again() {
+        let mut r = reader(1 << 20, None);
+        r.feed(b"2026-12-04T18:00:00.000000001Z aaaa");
+        r.feed(b"2026-12-04T18:00:00.000000001Z bb\n");
+        r.feed(b"2026-12-04T18:00:00.000000002Z c\n");
+        // Replayed from the middle of the first line.
+        r.feed(b"2026-12-04T18:00:00.000000001Z bb\n");
+        r.feed(b"2026-12-04T18:00:00.000000002Z c\n");
+        r.feed(b"2026-12-04T18:00:00.000000003Z d\n");
+        let got: Vec<_> = r.1.iter().map(|x| x.bytes.clone()).collect();
+        assert_eq!(got, vec![b"aaaabb".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+        assert_eq!(r.0.replayed, 2);
+    }
+
+    #[test]
     fn skips_what_was_taken_at_the_resume_timestamp() {
         let t = parse_ts("2026-12-04T18:00:00.5Z").unwrap();
-        let mut r = reader(100, Some(Since { ts_ns: t, skip: 2 }));
-        r.feed(b"2026-12-04T18:00:00.5Z a\n");
-        r.feed(b"2026-12-04T18:00:00.5Z b\n");
-        r.feed(b"2026-12-04T18:00:00.5Z c\n");
+        // Two parts of a split line were taken; the third and the next line were not.
+        let mut r = reader(4, Some(Since { ts_ns: t, skip: 2 }));
+        r.feed(b"2026-12-04T18:00:00.4Z old\n");
+        r.feed(b"2026-12-04T18:00:00.5Z 0123");
+        r.feed(b"2026-12-04T18:00:00.5Z 456789\n");
         r.feed(b"2026-12-04T18:00:00.6Z d\n");
-        let got: Vec<_> = r.1.iter().map(|x| x.bytes.clone()).collect();
-        assert_eq!(got, vec![b"c".to_vec(), b"d".to_vec()]);
+        let got: Vec<_> = r.1.iter().map(|x| (x.bytes.clone(), x.part)).collect();
+        assert_eq!(got, vec![(b"89".to_vec(), 3), (b"d".to_vec(), 0)]);
         assert_eq!(since_param(t), "1796407200.500000000");
     }
 }

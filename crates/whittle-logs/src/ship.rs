@@ -92,6 +92,8 @@ struct Done {
     /// How far the reader got (also after an error: what it sent is not read again).
     cp: Checkpoint,
     error: Option<Error>,
+    /// Frames the engine sent a second time (dropped).
+    replayed: u64,
 }
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
@@ -144,9 +146,9 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                         continue;
                     }
                     let why = if c.is_running() {
-                        "running"
+                        "running".to_string()
                     } else {
-                        "stopped, its log not read to the end yet"
+                        format!("{}, its log not read to the end yet", c.state)
                     };
                     if stream == Stream::Stdout {
                         log(&format!(
@@ -199,6 +201,9 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                     st.active = false;
                 }
                 let cp = d.cp;
+                if d.replayed > 0 {
+                    log(&format!("{} ({}): the engine's follow stream repeated or garbled {} frames (a Docker 20.10 json-file quirk); dropped or read again", cp.name, d.key, d.replayed));
+                }
                 match d.error {
                     None => {
                         // Read to the end: if the container is stopped now, its run is drained.
@@ -277,6 +282,7 @@ async fn read_stream(
     let src = source(stream);
     let k = key(&c.id, src);
     let mut unreported = 0u64;
+    let mut replayed = 0;
     let result: Result<()> = async {
         let since = (cp.seq > 0).then_some(Since {
             ts_ns: cp.ts_ns,
@@ -313,6 +319,7 @@ async fn read_stream(
                 pid: None,
                 msg: r.bytes,
             };
+            replayed = reader.replayed() + reader.repaired();
             let ts = r.ts_ns;
             let permit = crate::pipeline::permit(&budget, rec.msg.len()).await;
             if tx.send(Item::Record(rec, permit)).await.is_err() {
@@ -333,6 +340,7 @@ async fn read_stream(
         id: c.id.clone(),
         cp,
         error: result.err(),
+        replayed,
     });
 }
 

@@ -105,7 +105,11 @@ pub fn render_text(v: &serde_json::Value) -> String {
                 format!("{}/{stream}", &id[..id.len().min(12)]),
                 state,
                 s["seq"].as_u64().unwrap_or(0),
-                s["checkpoint_ts"].as_str().unwrap_or("")
+                if s["seq"].as_u64().unwrap_or(0) == 0 {
+                    "-"
+                } else {
+                    s["checkpoint_ts"].as_str().unwrap_or("")
+                }
             ));
         }
     }
