@@ -55,6 +55,9 @@ pub struct LogRecord {
     pub newline: bool,
     /// Engine frames (16 KiB chunks) the record was joined from.
     pub chunks: u32,
+    /// Two consecutive chunks were byte-identical: a repetitive line, or the follow stream
+    /// sending a chunk twice; the reader then reads the line again to know which.
+    pub repeated: bool,
 }
 
 /// Where to start reading: the first record at or after `ts_ns`, skipping the first `skip`
@@ -100,6 +103,9 @@ struct Joiner {
     /// The line being joined from partial chunks: first timestamp, bytes, parts emitted,
     /// chunks joined.
     partial: Option<(u64, Vec<u8>, u32, u32)>,
+    /// Length of the last chunk joined, and whether two consecutive chunks were identical.
+    last_chunk: usize,
+    repeated: bool,
     ready: VecDeque<LogRecord>,
     skipped: u64,
     /// Timestamp of the last record completed (taken or skipped).
@@ -162,6 +168,8 @@ impl Engine {
                 max: req.max_record.max(1),
                 since: req.since,
                 partial: None,
+                last_chunk: 0,
+                repeated: false,
                 ready: VecDeque::new(),
                 skipped: 0,
                 // Records at the resume timestamp itself go through the `skip` count.
@@ -298,9 +306,9 @@ impl LogReader {
     pub async fn next(&mut self) -> Result<Option<LogRecord>> {
         loop {
             if let Some(mut r) = self.joiner.ready.pop_front() {
-                // A line joined from chunks is read again without following (see
+                // A joined line with a repeated chunk is read again without following (see
                 // `Engine::line_at`); a line split into parts is not (its parts are out).
-                if r.chunks >= 2 && r.part == 0 && r.newline && !self.tty {
+                if r.repeated && r.part == 0 && r.newline && !self.tty {
                     if let Some(b) = self.engine.line_at(&self.req.id, self.req.stream, r.ts_ns).await? {
                         if b != r.bytes && b.len() <= self.joiner.max {
                             self.repaired += 1;
@@ -383,6 +391,7 @@ impl Joiner {
                 more: false,
                 newline: false,
                 chunks,
+                repeated: std::mem::take(&mut self.repeated),
             });
         }
     }
@@ -419,6 +428,11 @@ impl Joiner {
             .take()
             .unwrap_or_else(|| (ts, Vec::new(), 0, 0));
         chunks += 1;
+        // The engine's chunks are 16 KiB: a chunk equal to the one before it is worth a check.
+        if chunks > 1 && content.len() == self.last_chunk && bytes.ends_with(content) {
+            self.repeated = true;
+        }
+        self.last_chunk = content.len();
         let mut rest = content;
         while bytes.len() + rest.len() > max || (bytes.len() == max && !rest.is_empty()) {
             let take = max - bytes.len();
@@ -432,6 +446,7 @@ impl Joiner {
                 more: true,
                 newline: true,
                 chunks,
+                repeated: false,
             });
         }
         bytes.extend_from_slice(rest);
@@ -443,6 +458,7 @@ impl Joiner {
                 more: false,
                 newline: true,
                 chunks,
+                repeated: std::mem::take(&mut self.repeated),
             });
         } else {
             self.partial = Some((ts0, bytes, part, chunks));
@@ -562,6 +578,8 @@ mod tests {
                 max,
                 since,
                 partial: None,
+                last_chunk: 0,
+                repeated: false,
                 ready: VecDeque::new(),
                 skipped: 0,
                 last_ts: since.map(|s| s.ts_ns.saturating_sub(1)).unwrap_or(0),
