@@ -384,6 +384,7 @@ impl Joiner {
     /// The stream ended inside a line: the program wrote no final newline.
     fn finish(&mut self) {
         if let Some((ts, bytes, part, chunks)) = self.partial.take() {
+            let repeated = std::mem::take(&mut self.repeated);
             self.emit(LogRecord {
                 ts_ns: ts,
                 bytes,
@@ -391,7 +392,7 @@ impl Joiner {
                 more: false,
                 newline: false,
                 chunks,
-                repeated: std::mem::take(&mut self.repeated),
+                repeated,
             });
         }
     }
@@ -451,6 +452,7 @@ impl Joiner {
         }
         bytes.extend_from_slice(rest);
         if complete {
+            let repeated = std::mem::take(&mut self.repeated);
             self.emit(LogRecord {
                 ts_ns: ts0,
                 bytes,
@@ -458,7 +460,7 @@ impl Joiner {
                 more: false,
                 newline: true,
                 chunks,
-                repeated: std::mem::take(&mut self.repeated),
+                repeated,
             });
         } else {
             self.partial = Some((ts0, bytes, part, chunks));
