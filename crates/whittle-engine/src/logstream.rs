@@ -233,7 +233,11 @@ impl Engine {
                 "/v1.41/containers/{id}/logs?timestamps=1&{}=1&follow=0&until={}&tail={}",
                 stream.as_str(),
                 since_param(ts_ns),
-                if tail > 1 << 20 { "all".to_string() } else { tail.to_string() }
+                if tail > 1 << 20 {
+                    "all".to_string()
+                } else {
+                    tail.to_string()
+                }
             );
             let Some(mut body) = self.get_raw(id, &q).await? else {
                 return Ok(None);
@@ -309,7 +313,11 @@ impl LogReader {
                 // A joined line with a repeated chunk is read again without following (see
                 // `Engine::line_at`); a line split into parts is not (its parts are out).
                 if r.repeated && r.part == 0 && r.newline && !self.tty {
-                    if let Some(b) = self.engine.line_at(&self.req.id, self.req.stream, r.ts_ns).await? {
+                    if let Some(b) = self
+                        .engine
+                        .line_at(&self.req.id, self.req.stream, r.ts_ns)
+                        .await?
+                    {
                         if b != r.bytes && b.len() <= self.joiner.max {
                             self.repaired += 1;
                             r.bytes = b;
