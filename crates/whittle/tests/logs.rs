@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::rsyslog::{parse_line, Received, Rsyslog};
 use common::runtime::{fixture_image, wait_for, Daemon, TestContainer};
@@ -142,7 +142,7 @@ fn every_line_once_across_kills_and_an_outage() {
     ];
     let logdir = dir.path().to_path_buf();
     let mut starts = 0;
-    let mut start = |starts: &mut u32| {
+    let start = |starts: &mut u32| {
         *starts += 1;
         shipper(
             "whittle logs ship",
@@ -198,7 +198,6 @@ fn every_line_once_across_kills_and_an_outage() {
     std::thread::sleep(Duration::from_millis(300));
     run("docker", &os!["rm", &short.id]);
 
-    let t0 = Instant::now();
     for k in 0..4 {
         std::thread::sleep(Duration::from_millis(2500 + 700 * k));
         ship.stop_with(libc::SIGKILL, Duration::from_secs(5));
@@ -299,12 +298,12 @@ fn every_line_once_across_kills_and_an_outage() {
     c.check(compared > LINES / 2, || {
         format!("only {compared} timestamps compared")
     });
-    eprintln!(
-        "logs: {total} lines from {} containers, {} shipper starts, 1 outage; {} duplicates before dedupe",
+    common::report(&format!(
+        "logs: {total} lines from {} containers, {} shipper starts, 1 outage; {} duplicates before dedupe\n",
         expect.len(),
         starts,
         got.duplicates
-    );
+    ));
     let st = status(&spool);
     c.check(st["running"] == true, || {
         format!("status says not running: {st}")
@@ -500,9 +499,8 @@ w.flush()
     c.check(max_part >= 39, || {
         format!("the 10 MB line came in {max_part} parts, expected ≥ 39 of 256 KiB")
     });
-    c.check(recs.0.iter().any(|v| v["msg_hex"].is_string()), || {
-        "no record needed msg_hex".into()
-    });
+    // (json-file stores lines as JSON strings: invalid UTF-8 reaches the engine's store as
+    // U+FFFD already, so `msg_hex` is covered by the unit tests, not here.)
     let seqs: Vec<u64> = recs.1.iter().filter_map(|v| v["seq"].as_u64()).collect();
     c.eq(seqs.len(), spew_lines, "spewer records");
     c.check(seqs.windows(2).all(|w| w[1] == w[0] + 1), || {
@@ -511,10 +509,9 @@ w.flush()
     c.check(rss < 96 * 1024, || {
         format!("peak RSS {rss} KiB, more than 96 MiB")
     });
-    eprintln!(
-        "logs bad input: {} spewer lines, peak RSS {} KiB",
-        spew_lines, rss
-    );
+    common::report(&format!(
+        "logs bad input: {spew_lines} spewer lines, peak RSS {rss} KiB\n"
+    ));
     ship.stop_with(libc::SIGTERM, Duration::from_secs(10));
     c.finish();
 }
