@@ -9,6 +9,7 @@
 
 mod container;
 mod error;
+pub mod logstream;
 pub mod procfs;
 pub mod target;
 pub mod watch;

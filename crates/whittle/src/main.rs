@@ -22,6 +22,7 @@ Examples:
   whittle family build shop.toml
   whittle inspect docker-daemon:nginx:latest
   whittle metrics serve --listen 127.0.0.1:9323
+  whittle logs ship --to relp://127.0.0.1:2514 --spool /var/lib/whittle/logs
   whittle top";
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +68,8 @@ Examples:
     Trace(commands::trace::Args),
     /// Per-container metrics from the kernel: serve OpenMetrics, record, replay, plot, PCP.
     Metrics(commands::metrics::Args),
+    /// Every container's stdout/stderr to central syslog (RELP, RFC 5424/TCP, files), nothing lost.
+    Logs(commands::logs::Args),
     /// A live view of containers (CPU, memory, network, I/O, pids, throttling, health).
     Top(commands::top::Args),
     /// Print a shell completion script.
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Deps(a) => commands::deps::run(a),
         Command::Trace(a) => commands::trace::run(a),
         Command::Metrics(a) => commands::metrics::run(a),
+        Command::Logs(a) => commands::logs::run(a),
         Command::Top(a) => commands::top::run(a),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -5,6 +5,7 @@ pub mod deps;
 pub mod family;
 pub mod harden;
 pub mod inspect;
+pub mod logs;
 pub mod metrics;
 pub mod ps;
 pub mod squash;
