@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::procfs::ProcRoot;
 use crate::{container_event_filter, Container, Engine, RECONNECT_DELAY};
@@ -34,10 +34,41 @@ pub struct Inventory {
     pub inspect_failures: u64,
 }
 
+/// What happened, for a caller that needs the individual events and not only the inventory
+/// they lead to (route drains on `kill`, times its changes from the event's time).
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A full list + inspect round finished: reconcile against [`Watcher::current`].
+    Synced,
+    /// One event, sent after the inventory applied it.
+    Event(ContainerEvent),
+}
+
+/// One container (or container-network) event.
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    /// The engine's event time, nanoseconds since the Unix epoch.
+    pub time_ns: i64,
+    /// The action's verb: `start`, `kill`, `die`, `health_status`, `disconnect`, …
+    pub verb: String,
+    /// The full action (`health_status: healthy`).
+    pub action: String,
+    /// The container the event is about (for network events, the one (dis)connected).
+    pub id: String,
+    /// The actor's attributes (`signal` for `kill`, `exitCode` for `die`, …).
+    pub attributes: BTreeMap<String, String>,
+    /// The container as the inventory knows it after the event (`None` when not kept).
+    pub container: Option<Container>,
+}
+
+/// How many changes a slow subscriber may fall behind before it must re-read the inventory.
+const CHANGE_BACKLOG: usize = 4096;
+
 /// A running watcher: read [`Watcher::current`], or wait for a change with [`Watcher::changed`].
 #[derive(Debug)]
 pub struct Watcher {
     rx: watch::Receiver<Arc<Inventory>>,
+    changes: broadcast::Sender<Change>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,8 +88,15 @@ impl Watcher {
         log: impl Fn(&str) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = watch::channel(Arc::new(Inventory::default()));
-        let task = tokio::spawn(run(engine, proc, running_only, tx, log));
-        Self { rx, task }
+        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+        let task = tokio::spawn(run(engine, proc, running_only, tx, changes.clone(), log));
+        Self { rx, changes, task }
+    }
+
+    /// Every change from now on. A receiver that lags (`RecvError::Lagged`) has missed events
+    /// and should reconcile against [`Watcher::current`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// The inventory now (empty until the first sync finished).
@@ -100,6 +138,7 @@ async fn run(
     proc: ProcRoot,
     running_only: bool,
     tx: watch::Sender<Arc<Inventory>>,
+    changes: broadcast::Sender<Change>,
     log: impl Fn(&str) + Send + Sync + 'static,
 ) {
     let mut inv = Inventory::default();
@@ -110,6 +149,7 @@ async fn run(
                 inv.syncs += 1;
                 inv.generation += 1;
                 tx.send_replace(Arc::new(inv.clone()));
+                let _ = changes.send(Change::Synced);
             }
             Err(e) => {
                 log(&format!("sync failed, retrying: {e}"));
@@ -128,16 +168,45 @@ async fn run(
                 None => break "event stream ended".to_string(),
                 Some(Err(e)) => break format!("event stream failed: {e}"),
                 Some(Ok(ev)) => {
-                    let (Some(action), Some(id)) = (
-                        ev.action.as_deref(),
-                        ev.actor.as_ref().and_then(|a| a.id.clone()),
-                    ) else {
+                    let attributes: BTreeMap<String, String> = ev
+                        .actor
+                        .as_ref()
+                        .and_then(|a| a.attributes.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
+                    let network = ev.typ == Some(bollard::models::EventMessageTypeEnum::NETWORK);
+                    // A network event's actor is the network; the container is an attribute.
+                    let id = if network {
+                        attributes.get("container").cloned()
+                    } else {
+                        ev.actor.as_ref().and_then(|a| a.id.clone())
+                    };
+                    let (Some(action), Some(id)) = (ev.action.clone(), id) else {
                         continue;
                     };
-                    if apply(&engine, &proc, running_only, &mut inv, action, &id).await {
+                    let verb = action
+                        .split(':')
+                        .next()
+                        .unwrap_or(&action)
+                        .trim()
+                        .to_string();
+                    if apply(&engine, &proc, running_only, &mut inv, &verb, &id).await {
                         inv.events += 1;
                         inv.generation += 1;
                         tx.send_replace(Arc::new(inv.clone()));
+                    }
+                    if changes.receiver_count() > 0 {
+                        let _ = changes.send(Change::Event(ContainerEvent {
+                            time_ns: ev
+                                .time_nano
+                                .unwrap_or_else(|| ev.time.unwrap_or(0) * 1_000_000_000),
+                            container: inv.containers.get(&id).cloned(),
+                            verb,
+                            action,
+                            id,
+                            attributes,
+                        }));
                     }
                 }
             }
@@ -193,7 +262,7 @@ async fn apply(
     match verb {
         "destroy" => inv.containers.remove(id).is_some(),
         "start" | "restart" | "die" | "stop" | "rename" | "health_status" | "pause" | "unpause"
-        | "update" | "create" | "oom" => {
+        | "update" | "create" | "oom" | "connect" | "disconnect" => {
             inv.api_calls += 1;
             match engine.inspect(id, proc).await {
                 Ok(Some(c)) if !running_only || c.is_running() => {

@@ -22,6 +22,7 @@ Examples:
   whittle family build shop.toml
   whittle inspect docker-daemon:nginx:latest
   whittle metrics serve --listen 127.0.0.1:9323
+  whittle route run --state-dir /var/lib/whittle/route
   whittle top";
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +95,8 @@ Examples:
     Debug(commands::debug::Args),
     /// The containers a debug session can target, and which run whittle slim images.
     Ps(commands::ps::Args),
+    /// Containers into a local HAProxy: readiness-gated, drained on stop, no reloads.
+    Route(commands::route::Args),
 }
 
 #[allow(clippy::print_stderr)]
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         Command::Man { dir } => man(dir),
         Command::Debug(a) => commands::debug::run(a),
         Command::Ps(a) => commands::ps::run(a),
+        Command::Route(a) => commands::route::run(a),
     };
     match result {
         Ok(code) => code,

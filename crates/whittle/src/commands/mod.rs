@@ -5,6 +5,7 @@ pub mod family;
 pub mod inspect;
 pub mod metrics;
 pub mod ps;
+pub mod route;
 pub mod squash;
 pub mod top;
 pub mod trace;
