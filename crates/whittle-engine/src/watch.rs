@@ -40,7 +40,8 @@ pub struct Inventory {
 pub enum Change {
     /// A full list + inspect round finished: reconcile against [`Watcher::current`].
     Synced,
-    /// One event, sent after the inventory applied it.
+    /// One event, sent after the inventory applied it (`kill` and `health_status`: before,
+    /// since the event itself says what changed).
     Event(ContainerEvent),
 }
 
@@ -57,8 +58,12 @@ pub struct ContainerEvent {
     pub id: String,
     /// The actor's attributes (`signal` for `kill`, `exitCode` for `die`, …).
     pub attributes: BTreeMap<String, String>,
-    /// The container as the inventory knows it after the event (`None` when not kept).
+    /// The container as the inventory knows it after the event — before it for `kill` and
+    /// `health_status` (`None` when not kept).
     pub container: Option<Container>,
+    /// Engine API calls the watcher has made so far, this event's included (the inventory is
+    /// only republished when it changed, so its own counter can lag behind).
+    pub api_calls: u64,
 }
 
 /// How many changes a slow subscriber may fall behind before it must re-read the inventory.
@@ -191,22 +196,32 @@ async fn run(
                         .unwrap_or(&action)
                         .trim()
                         .to_string();
+                    // `kill` and `health_status` say all they mean in the event itself: they go
+                    // out before the inspect, so a subscriber is not held up by it.
+                    let early = matches!(verb.as_str(), "kill" | "health_status");
+                    let event = |inv: &Inventory| {
+                        Change::Event(ContainerEvent {
+                            time_ns: ev
+                                .time_nano
+                                .unwrap_or_else(|| ev.time.unwrap_or(0) * 1_000_000_000),
+                            container: inv.containers.get(&id).cloned(),
+                            api_calls: inv.api_calls,
+                            verb: verb.clone(),
+                            action: action.clone(),
+                            id: id.clone(),
+                            attributes: attributes.clone(),
+                        })
+                    };
+                    if early && changes.receiver_count() > 0 {
+                        let _ = changes.send(event(&inv));
+                    }
                     if apply(&engine, &proc, running_only, &mut inv, &verb, &id).await {
                         inv.events += 1;
                         inv.generation += 1;
                         tx.send_replace(Arc::new(inv.clone()));
                     }
-                    if changes.receiver_count() > 0 {
-                        let _ = changes.send(Change::Event(ContainerEvent {
-                            time_ns: ev
-                                .time_nano
-                                .unwrap_or_else(|| ev.time.unwrap_or(0) * 1_000_000_000),
-                            container: inv.containers.get(&id).cloned(),
-                            verb,
-                            action,
-                            id,
-                            attributes,
-                        }));
+                    if !early && changes.receiver_count() > 0 {
+                        let _ = changes.send(event(&inv));
                     }
                 }
             }

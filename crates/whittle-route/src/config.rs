@@ -90,6 +90,27 @@ pub fn render(layout: &Layout, bind: &str, state_dir: &Path) -> String {
     c
 }
 
+/// The services (frontend name → listen port) of a config [`render`] wrote.
+pub fn services_in(path: &Path) -> BTreeMap<String, u16> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    let mut frontend = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(name) = l.strip_prefix("frontend ") {
+            frontend = Some(name.trim().to_string());
+        } else if let (Some(name), Some(bind)) = (&frontend, l.strip_prefix("bind ")) {
+            if let Some(port) = bind.rsplit(':').next().and_then(|p| p.trim().parse().ok()) {
+                out.insert(name.clone(), port);
+            }
+            frontend = None;
+        } else if !line.starts_with(' ') {
+            frontend = None;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +135,11 @@ mod tests {
         )));
         assert!(c.contains("stats socket /run/w/admin.sock"));
         assert!(!c.contains("default-server"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("h.cfg"), &c).unwrap();
+        assert_eq!(
+            services_in(&dir.path().join("h.cfg")),
+            BTreeMap::from([("web".to_string(), 8080)])
+        );
     }
 }

@@ -107,7 +107,11 @@ pub struct Router {
     swarm: HashMap<String, Option<BTreeMap<String, String>>>,
     pub probe_tx: mpsc::UnboundedSender<Passed>,
     reloads: u64,
+    /// Engine API calls of this crate (Swarm service inspects).
     api_calls: u64,
+    /// Events received, and the watcher's API call count at the last one.
+    events: u64,
+    watcher_calls: u64,
     conv: Convergence,
     /// Reload mode only: the config must be rewritten and reloaded.
     dirty_config: bool,
@@ -158,6 +162,8 @@ impl Router {
                 probe_tx,
                 reloads: 0,
                 api_calls: 0,
+                events: 0,
+                watcher_calls: 0,
                 conv: Convergence::default(),
                 dirty_config: false,
                 dirty_state: true,
@@ -177,9 +183,11 @@ impl Router {
         if let Some(p) = process::probe_master(&mut self.master).await {
             self.proc = Some(p);
             if let Some(prev) = &previous {
-                self.services = prev.services.clone();
                 self.reloads = prev.reloads;
             }
+            // The services are those of the config HAProxy runs: whittle wrote it, and it is
+            // there even when whittle was killed before it could save its own state.
+            self.services = config::services_in(&self.opts.state_dir.join(process::CONFIG));
             self.adopt().await?;
             (self.log)(&format!(
                 "adopted HAProxy master {} (worker {}): {} services, {} servers",
@@ -427,6 +435,9 @@ impl Router {
     }
 
     pub async fn on_event(&mut self, e: ContainerEvent, inv: &Inventory) {
+        self.events += 1;
+        self.watcher_calls = self.watcher_calls.max(e.api_calls);
+        self.dirty_state = true;
         let cause = Cause::from_event(&e);
         match e.verb.as_str() {
             "kill" => {
@@ -461,6 +472,17 @@ impl Router {
                     .container
                     .clone()
                     .or_else(|| inv.containers.get(&e.id).cloned());
+                self.reconcile(&e.id, c.as_ref(), &cause).await;
+            }
+            "health_status" => {
+                // Sent before the watcher's inspect: the health is the event's own word.
+                let mut c = e
+                    .container
+                    .clone()
+                    .or_else(|| inv.containers.get(&e.id).cloned());
+                if let (Some(c), Some((_, h))) = (c.as_mut(), e.action.split_once(':')) {
+                    c.health = Some(h.trim().to_string());
+                }
                 self.reconcile(&e.id, c.as_ref(), &cause).await;
             }
             _ => {
@@ -910,8 +932,8 @@ impl Router {
             reloads: self.reloads,
             services: self.services.clone(),
             servers,
-            events: inv.events,
-            engine_api_calls: inv.api_calls + self.api_calls,
+            events: self.events,
+            engine_api_calls: self.watcher_calls.max(inv.api_calls) + self.api_calls,
             haproxy_commands: self.admin.sent,
             convergence_ms: self.conv.clone(),
         };

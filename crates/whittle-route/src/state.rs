@@ -59,7 +59,7 @@ pub struct State {
     /// Service → listen port.
     pub services: BTreeMap<String, u16>,
     pub servers: Vec<ServerReport>,
-    /// Engine events applied, and Engine API calls made (list, inspect, service inspect).
+    /// Engine events received, and Engine API calls made (list, inspect, service inspect).
     pub events: u64,
     pub engine_api_calls: u64,
     /// Runtime API commands sent to the worker.

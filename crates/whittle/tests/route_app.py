@@ -41,7 +41,7 @@ class H(http.server.BaseHTTPRequestHandler):
             if self.path.startswith("/stream"):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", "50")
+                self.send_header("Content-Length", "100")
                 self.send_header("X-Container", NAME)
                 self.end_headers()
                 for i in range(10):

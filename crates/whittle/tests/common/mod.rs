@@ -9,6 +9,7 @@
 
 pub mod engines;
 pub mod gen;
+pub mod load;
 pub mod runtime;
 pub mod snap;
 
