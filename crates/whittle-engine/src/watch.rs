@@ -42,7 +42,7 @@ pub enum Change {
     Synced,
     /// One event, sent after the inventory applied it (`kill` and `health_status`: before,
     /// since the event itself says what changed).
-    Event(ContainerEvent),
+    Event(Box<ContainerEvent>),
 }
 
 /// One container (or container-network) event.
@@ -200,7 +200,7 @@ async fn run(
                     // out before the inspect, so a subscriber is not held up by it.
                     let early = matches!(verb.as_str(), "kill" | "health_status");
                     let event = |inv: &Inventory| {
-                        Change::Event(ContainerEvent {
+                        Change::Event(Box::new(ContainerEvent {
                             time_ns: ev
                                 .time_nano
                                 .unwrap_or_else(|| ev.time.unwrap_or(0) * 1_000_000_000),
@@ -210,7 +210,7 @@ async fn run(
                             action: action.clone(),
                             id: id.clone(),
                             attributes: attributes.clone(),
-                        })
+                        }))
                     };
                     if early && changes.receiver_count() > 0 {
                         let _ = changes.send(event(&inv));
@@ -293,4 +293,56 @@ async fn apply(
         }
         _ => false,
     }
+}
+
+/// A second, narrow event stream for the events a caller must act on at once (`kill`,
+/// `health_status`): the watcher applies events one after the other with an inspect each, so
+/// in a burst of starts an event waits behind the inspects of the ones before it. These carry
+/// no inspect and no inventory (`container` is `None`); the watcher's stream still delivers
+/// them too, so a caller that loses this one misses nothing. Ends when the stream breaks.
+pub fn urgent_events(
+    engine: &Engine,
+    verbs: &[&str],
+) -> impl futures_util::Stream<Item = ContainerEvent> + Send + 'static {
+    let mut filters = crate::container_event_filter();
+    filters.insert("type".to_string(), vec!["container".to_string()]);
+    filters.insert(
+        "event".to_string(),
+        verbs.iter().map(|v| v.to_string()).collect(),
+    );
+    let opts = EventsOptions {
+        since: None,
+        until: None,
+        filters: Some(filters),
+    };
+    engine
+        .docker()
+        .events(Some(opts))
+        .take_while(|r| futures_util::future::ready(r.is_ok()))
+        .filter_map(|r| async move {
+            let ev = r.ok()?;
+            let action = ev.action.clone()?;
+            let actor = ev.actor.as_ref()?;
+            Some(ContainerEvent {
+                time_ns: ev
+                    .time_nano
+                    .unwrap_or_else(|| ev.time.unwrap_or(0) * 1_000_000_000),
+                verb: action
+                    .split(':')
+                    .next()
+                    .unwrap_or(&action)
+                    .trim()
+                    .to_string(),
+                id: actor.id.clone()?,
+                attributes: actor
+                    .attributes
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                action,
+                container: None,
+                api_calls: 0,
+            })
+        })
 }

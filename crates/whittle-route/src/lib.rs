@@ -98,12 +98,35 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
         "routing; state in {}",
         router.state_dir().display()
     ));
+    // kill and health_status also come on their own stream, so they never wait behind the
+    // watcher's inspects of a burst of starts.
+    let (urgent_tx, mut urgent) = tokio::sync::mpsc::unbounded_channel();
+    let urgent_engine = router.engine().clone();
+    let urgent_log = log.clone();
+    let _urgent = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        loop {
+            let mut s = std::pin::pin!(whittle_engine::watch::urgent_events(
+                &urgent_engine,
+                &["kill", "health_status"]
+            ));
+            while let Some(e) = s.next().await {
+                if urgent_tx.send(e).is_err() {
+                    return;
+                }
+            }
+            urgent_log(
+                "the kill/health event stream ended; reconnecting (the watcher covers the gap)",
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ch = changes.recv() => match ch {
-                Ok(Change::Event(e)) => router.on_event(e, &watcher.current()).await,
+                Ok(Change::Event(e)) => router.on_event(*e, &watcher.current()).await,
                 Ok(Change::Synced) => {
                     router.reconcile_all(&watcher.current(), &Cause::new("re-sync", None)).await;
                 }
@@ -117,6 +140,7 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                 }
             },
             Some(p) = probes.recv() => router.on_probe(p, &watcher.current()).await,
+            Some(e) = urgent.recv() => router.on_urgent(e, &watcher.current()).await,
             _ = tick.tick() => router.tick(&watcher.current()).await,
             _ = term.recv() => { log("SIGTERM: stopping (HAProxy keeps serving)"); break; }
             _ = int.recv() => { log("SIGINT: stopping (HAProxy keeps serving)"); break; }

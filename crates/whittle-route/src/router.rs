@@ -495,6 +495,23 @@ impl Router {
         }
     }
 
+    /// A `kill` or `health_status` from the urgent stream: handled like the watcher's copy
+    /// (which arrives later and then changes nothing), but not counted as a second event.
+    pub async fn on_urgent(&mut self, e: ContainerEvent, inv: &Inventory) {
+        // Not yet in the inventory: the watcher's own copy of the event will handle it.
+        if !inv.containers.contains_key(&e.id) {
+            return;
+        }
+        let (events, calls) = (self.events, self.watcher_calls);
+        self.on_event(e, inv).await;
+        self.events = events;
+        self.watcher_calls = calls;
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub async fn on_probe(&mut self, p: Passed, inv: &Inventory) {
         if let Some(t) = self.tracked.get_mut(&p.id) {
             t.probe_passed = true;

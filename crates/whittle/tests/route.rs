@@ -763,7 +763,16 @@ fn many_containers_sync_at_start() {
     let _one = loaded();
     let run_label = unique("route-many");
     let image = app_image();
-    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    // Below the ephemeral range: the engine publishes 40 container ports from that range
+    // between choosing these and HAProxy binding them.
+    let base = 20000 + (std::process::id() % 1000) as u16 * 10;
+    let ports: Vec<u16> = (base..base + 8)
+        .map(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", p))
+                .map(|_| p)
+                .unwrap_or_else(|e| panic!("port {p} for a service: {e}"))
+        })
+        .collect();
     let mut cs = Vec::new();
     for i in 0..40 {
         let svc = format!("many{}s{}", &run_label[run_label.len() - 6..], i % 8);
