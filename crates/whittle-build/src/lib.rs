@@ -171,7 +171,7 @@ pub fn build(
         None => None,
     };
     let t = Instant::now();
-    let config = slim_config(&traced, opts, &plans, &[]);
+    let config = slim_config(&traced, opts, &plans, &probe_labels(opts));
     let tag = slim_tag(&traced, dest, opts);
     let passed = verified.status != Status::Failed;
     let (written, debug_report) = if passed {
@@ -715,6 +715,24 @@ fn report(
         notes: f.notes,
     };
     Ok(Built { report, treemap })
+}
+
+/// Readiness labels from the probes the slim image is verified with, so a golden image
+/// carries its own readiness check (`whittle route` reads them for containers without a
+/// HEALTHCHECK). Only an HTTP probe can be run from outside the container; the first one is
+/// the image's readiness check.
+pub fn probe_labels(opts: &BuildOptions) -> Vec<(&'static str, String)> {
+    use whittle_sandbox::Probe;
+    opts.run
+        .probes
+        .iter()
+        .find_map(|p| match p {
+            Probe::Http { port, path } => {
+                Some(vec![("org.whittle.probe.http", format!("{port}{path}"))])
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// The history entry's `created_by`: the flags that decide the content, never the paths of

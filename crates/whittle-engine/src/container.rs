@@ -54,6 +54,8 @@ pub struct Container {
     pub network_mode: NetworkMode,
     /// Network name → IPv4 address (empty addresses left out).
     pub networks: BTreeMap<String, String>,
+    /// Container TCP port → the host addresses it is published on (`-p`, Swarm host mode).
+    pub published: BTreeMap<u16, Vec<PublishedPort>>,
     /// `com.docker.swarm.service.name` / `com.docker.swarm.task.name`, for Swarm tasks.
     pub swarm_service: Option<String>,
     pub swarm_task: Option<String>,
@@ -89,6 +91,12 @@ impl Container {
                 .and_then(|h| h.network_mode.as_deref())
                 .unwrap_or("default"),
         );
+        let published = r
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.ports.as_ref())
+            .map(published_ports)
+            .unwrap_or_default();
         let networks = r
             .network_settings
             .and_then(|n| n.networks)
@@ -126,11 +134,42 @@ impl Container {
             started_at: state.started_at.unwrap_or_default(),
             network_mode,
             networks,
+            published,
             oom_killed: state.oom_killed.unwrap_or(false),
             cgroups,
             netns,
         }
     }
+}
+
+/// One host address a container port is published on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PublishedPort {
+    /// The host IP (`0.0.0.0` when published on every address).
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+fn published_ports(ports: &bollard::models::PortMap) -> BTreeMap<u16, Vec<PublishedPort>> {
+    let mut out: BTreeMap<u16, Vec<PublishedPort>> = BTreeMap::new();
+    for (key, bindings) in ports {
+        let Some(port) = key.strip_suffix("/tcp").and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        for b in bindings.iter().flatten() {
+            let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let host_ip = match b.host_ip.as_deref() {
+                None | Some("") => "0.0.0.0".to_string(),
+                Some(ip) => ip.to_string(),
+            };
+            out.entry(port)
+                .or_default()
+                .push(PublishedPort { host_ip, host_port });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

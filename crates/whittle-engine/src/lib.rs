@@ -11,10 +11,11 @@ mod container;
 mod error;
 pub mod logstream;
 pub mod procfs;
+pub mod swarm;
 pub mod target;
 pub mod watch;
 
-pub use container::{Container, NetworkMode};
+pub use container::{Container, NetworkMode, PublishedPort};
 pub use error::{Error, Result};
 pub use target::{Resolved, Target};
 
@@ -154,9 +155,13 @@ impl Engine {
     }
 }
 
-/// The event filter every watcher uses: container events only.
+/// The event filter every watcher uses: container events, and network events (a container
+/// connected to or disconnected from a network changes its addresses).
 pub(crate) fn container_event_filter() -> HashMap<String, Vec<String>> {
-    HashMap::from([("type".to_string(), vec!["container".to_string()])])
+    HashMap::from([(
+        "type".to_string(),
+        vec!["container".to_string(), "network".to_string()],
+    )])
 }
 
 /// How long a watcher waits before reconnecting after the event stream broke.

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::procfs::ProcRoot;
 use crate::{container_event_filter, Container, Engine, RECONNECT_DELAY};
@@ -34,10 +34,46 @@ pub struct Inventory {
     pub inspect_failures: u64,
 }
 
+/// What happened, for a caller that needs the individual events and not only the inventory
+/// they lead to (route drains on `kill`, times its changes from the event's time).
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A full list + inspect round finished: reconcile against [`Watcher::current`].
+    Synced,
+    /// One event, sent after the inventory applied it (`kill` and `health_status`: before,
+    /// since the event itself says what changed).
+    Event(Box<ContainerEvent>),
+}
+
+/// One container (or container-network) event.
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    /// The engine's event time, nanoseconds since the Unix epoch.
+    pub time_ns: i64,
+    /// The action's verb: `start`, `kill`, `die`, `health_status`, `disconnect`, …
+    pub verb: String,
+    /// The full action (`health_status: healthy`).
+    pub action: String,
+    /// The container the event is about (for network events, the one (dis)connected).
+    pub id: String,
+    /// The actor's attributes (`signal` for `kill`, `exitCode` for `die`, …).
+    pub attributes: BTreeMap<String, String>,
+    /// The container as the inventory knows it after the event — before it for `kill` and
+    /// `health_status` (`None` when not kept).
+    pub container: Option<Container>,
+    /// Engine API calls the watcher has made so far, this event's included (the inventory is
+    /// only republished when it changed, so its own counter can lag behind).
+    pub api_calls: u64,
+}
+
+/// How many changes a slow subscriber may fall behind before it must re-read the inventory.
+const CHANGE_BACKLOG: usize = 4096;
+
 /// A running watcher: read [`Watcher::current`], or wait for a change with [`Watcher::changed`].
 #[derive(Debug)]
 pub struct Watcher {
     rx: watch::Receiver<Arc<Inventory>>,
+    changes: broadcast::Sender<Change>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,8 +93,15 @@ impl Watcher {
         log: impl Fn(&str) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = watch::channel(Arc::new(Inventory::default()));
-        let task = tokio::spawn(run(engine, proc, running_only, tx, log));
-        Self { rx, task }
+        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+        let task = tokio::spawn(run(engine, proc, running_only, tx, changes.clone(), log));
+        Self { rx, changes, task }
+    }
+
+    /// Every change from now on. A receiver that lags (`RecvError::Lagged`) has missed events
+    /// and should reconcile against [`Watcher::current`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// The inventory now (empty until the first sync finished).
@@ -100,6 +143,7 @@ async fn run(
     proc: ProcRoot,
     running_only: bool,
     tx: watch::Sender<Arc<Inventory>>,
+    changes: broadcast::Sender<Change>,
     log: impl Fn(&str) + Send + Sync + 'static,
 ) {
     let mut inv = Inventory::default();
@@ -110,6 +154,7 @@ async fn run(
                 inv.syncs += 1;
                 inv.generation += 1;
                 tx.send_replace(Arc::new(inv.clone()));
+                let _ = changes.send(Change::Synced);
             }
             Err(e) => {
                 log(&format!("sync failed, retrying: {e}"));
@@ -128,16 +173,55 @@ async fn run(
                 None => break "event stream ended".to_string(),
                 Some(Err(e)) => break format!("event stream failed: {e}"),
                 Some(Ok(ev)) => {
-                    let (Some(action), Some(id)) = (
-                        ev.action.as_deref(),
-                        ev.actor.as_ref().and_then(|a| a.id.clone()),
-                    ) else {
+                    let attributes: BTreeMap<String, String> = ev
+                        .actor
+                        .as_ref()
+                        .and_then(|a| a.attributes.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
+                    let network = ev.typ == Some(bollard::models::EventMessageTypeEnum::NETWORK);
+                    // A network event's actor is the network; the container is an attribute.
+                    let id = if network {
+                        attributes.get("container").cloned()
+                    } else {
+                        ev.actor.as_ref().and_then(|a| a.id.clone())
+                    };
+                    let (Some(action), Some(id)) = (ev.action.clone(), id) else {
                         continue;
                     };
-                    if apply(&engine, &proc, running_only, &mut inv, action, &id).await {
+                    let verb = action
+                        .split(':')
+                        .next()
+                        .unwrap_or(&action)
+                        .trim()
+                        .to_string();
+                    // `kill` and `health_status` say all they mean in the event itself: they go
+                    // out before the inspect, so a subscriber is not held up by it.
+                    let early = matches!(verb.as_str(), "kill" | "health_status");
+                    let event = |inv: &Inventory| {
+                        Change::Event(Box::new(ContainerEvent {
+                            time_ns: ev
+                                .time_nano
+                                .unwrap_or_else(|| ev.time.unwrap_or(0) * 1_000_000_000),
+                            container: inv.containers.get(&id).cloned(),
+                            api_calls: inv.api_calls,
+                            verb: verb.clone(),
+                            action: action.clone(),
+                            id: id.clone(),
+                            attributes: attributes.clone(),
+                        }))
+                    };
+                    if early && changes.receiver_count() > 0 {
+                        let _ = changes.send(event(&inv));
+                    }
+                    if apply(&engine, &proc, running_only, &mut inv, &verb, &id).await {
                         inv.events += 1;
                         inv.generation += 1;
                         tx.send_replace(Arc::new(inv.clone()));
+                    }
+                    if !early && changes.receiver_count() > 0 {
+                        let _ = changes.send(event(&inv));
                     }
                 }
             }
@@ -193,7 +277,7 @@ async fn apply(
     match verb {
         "destroy" => inv.containers.remove(id).is_some(),
         "start" | "restart" | "die" | "stop" | "rename" | "health_status" | "pause" | "unpause"
-        | "update" | "create" | "oom" => {
+        | "update" | "create" | "oom" | "connect" | "disconnect" => {
             inv.api_calls += 1;
             match engine.inspect(id, proc).await {
                 Ok(Some(c)) if !running_only || c.is_running() => {
@@ -209,4 +293,56 @@ async fn apply(
         }
         _ => false,
     }
+}
+
+/// A second, narrow event stream for the events a caller must act on at once (`kill`,
+/// `health_status`): the watcher applies events one after the other with an inspect each, so
+/// in a burst of starts an event waits behind the inspects of the ones before it. These carry
+/// no inspect and no inventory (`container` is `None`); the watcher's stream still delivers
+/// them too, so a caller that loses this one misses nothing. Ends when the stream breaks.
+pub fn urgent_events(
+    engine: &Engine,
+    verbs: &[&str],
+) -> impl futures_util::Stream<Item = ContainerEvent> + Send + 'static {
+    let mut filters = crate::container_event_filter();
+    filters.insert("type".to_string(), vec!["container".to_string()]);
+    filters.insert(
+        "event".to_string(),
+        verbs.iter().map(|v| v.to_string()).collect(),
+    );
+    let opts = EventsOptions {
+        since: None,
+        until: None,
+        filters: Some(filters),
+    };
+    engine
+        .docker()
+        .events(Some(opts))
+        .take_while(|r| futures_util::future::ready(r.is_ok()))
+        .filter_map(|r| async move {
+            let ev = r.ok()?;
+            let action = ev.action.clone()?;
+            let actor = ev.actor.as_ref()?;
+            Some(ContainerEvent {
+                time_ns: ev
+                    .time_nano
+                    .unwrap_or_else(|| ev.time.unwrap_or(0) * 1_000_000_000),
+                verb: action
+                    .split(':')
+                    .next()
+                    .unwrap_or(&action)
+                    .trim()
+                    .to_string(),
+                id: actor.id.clone()?,
+                attributes: actor
+                    .attributes
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                action,
+                container: None,
+                api_calls: 0,
+            })
+        })
 }

@@ -23,6 +23,7 @@ Examples:
   whittle inspect docker-daemon:nginx:latest
   whittle metrics serve --listen 127.0.0.1:9323
   whittle logs ship --to relp://127.0.0.1:2514 --spool /var/lib/whittle/logs
+  whittle route run --state-dir /var/lib/whittle/route
   whittle top";
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +115,8 @@ Examples:
   whittle audit docker-archive:nginx.tar docker-archive:nginx-slim.tar
   whittle audit docker-daemon:shop/web:1.4 --no-trace --json")]
     Audit(commands::audit::Args),
+    /// Containers into a local HAProxy: readiness-gated, drained on stop, no reloads.
+    Route(commands::route::Args),
 }
 
 #[allow(clippy::print_stderr)]
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
         Command::Ps(a) => commands::ps::run(a),
         Command::Harden(a) => commands::harden::run(a),
         Command::Audit(a) => commands::audit::run(a),
+        Command::Route(a) => commands::route::run(a),
     };
     match result {
         Ok(code) => code,

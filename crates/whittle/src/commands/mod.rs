@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod logs;
 pub mod metrics;
 pub mod ps;
+pub mod route;
 pub mod squash;
 pub mod top;
 pub mod trace;

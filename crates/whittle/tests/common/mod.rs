@@ -10,6 +10,7 @@
 pub mod engines;
 pub mod gen;
 pub mod rsyslog;
+pub mod load;
 pub mod runtime;
 pub mod snap;
 
