@@ -36,6 +36,7 @@ fn container(id: &str, name: &str, pid: u32, root: &ProcRoot, mode: NetworkMode)
         started_at: String::new(),
         network_mode: mode,
         networks: BTreeMap::new(),
+        published: BTreeMap::new(),
         swarm_service: Some("shop_web".into()),
         swarm_task: Some("shop_web.1.abc".into()),
         oom_killed: false,

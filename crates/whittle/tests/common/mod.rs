@@ -9,8 +9,8 @@
 
 pub mod engines;
 pub mod gen;
-pub mod rsyslog;
 pub mod load;
+pub mod rsyslog;
 pub mod runtime;
 pub mod snap;
 
