@@ -60,11 +60,17 @@ pub fn one_line(msg: &str) -> String {
     out
 }
 
-/// Prints `value` as pretty JSON on stdout.
-#[allow(clippy::print_stdout)]
+/// Prints `value` as pretty JSON on stdout. A reader that went away (`--json | head`) is not
+/// an error: SIGPIPE is ignored (the long-running commands need EPIPE on their sockets), so
+/// `println!` would panic there.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    use std::io::Write;
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs `f` with a build's progress: the stage as the bar's message, bytes read as its count;

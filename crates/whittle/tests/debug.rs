@@ -863,6 +863,19 @@ fn ps_lists_targets_and_slim_images() {
         table.stdout
     );
     assert!(table.stdout.contains(&c.name));
+    // `--json | head`: a reader that is gone is not a crash (the pipe is closed before whittle
+    // has even reached the engine).
+    let mut child = std::process::Command::new(common::whittle_bin())
+        .args(["ps", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("whittle ps");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("whittle ps to end");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// A podman container removed on drop.
