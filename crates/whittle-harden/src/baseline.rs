@@ -22,18 +22,18 @@
 //! proof under the real engine is what shows they are enough.
 
 /// The runtime's calls for runc `version` (`1.1.5`, `1.1.5+ds1`, `v1.0.0-rc93`).
-pub fn runc_calls(version: &str) -> (&'static [&'static str], String) {
+pub fn runc_calls(version: &str) -> (Vec<&'static str>, String) {
     let v = version.trim_start_matches('v');
     let mut parts = v.split(|c: char| !c.is_ascii_digit());
     let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     if major >= 1 {
         (
-            LATE,
+            [GO_RUNTIME, LATE].concat(),
             format!("runc {version}: filter installed just before execve (no-new-privileges)"),
         )
     } else {
         (
-            EARLY,
+            [GO_RUNTIME, EARLY].concat(),
             format!("runc {version}: filter installed before credentials are set"),
         )
     }
@@ -70,7 +70,8 @@ pub const DOCKER_INIT: &[&str] = &[
     "write",
 ];
 
-const LATE: &[&str] = &[
+/// The Go runtime and the last steps before `execve`, common to both placements.
+const GO_RUNTIME: &[&str] = &[
     "execve",
     "futex",
     "nanosleep",
@@ -95,37 +96,13 @@ const LATE: &[&str] = &[
     "newfstatat",
     "exit",
     "exit_group",
-    "openat",
-    "fstatfs",
-    "getdents64",
-    "lseek",
 ];
 
+/// runc ≥ 1.0, after GO_RUNTIME: the close-on-exec sweep over /proc/self/fd.
+const LATE: &[&str] = &["openat", "fstatfs", "getdents64", "lseek"];
+
+/// Older runc, after GO_RUNTIME: credentials and the working directory are set later.
 const EARLY: &[&str] = &[
-    "execve",
-    "futex",
-    "nanosleep",
-    "sched_yield",
-    "rt_sigaction",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "sigaltstack",
-    "mmap",
-    "munmap",
-    "madvise",
-    "getpid",
-    "gettid",
-    "tgkill",
-    "epoll_pwait",
-    "epoll_ctl",
-    "read",
-    "write",
-    "close",
-    "fcntl",
-    "fstat",
-    "newfstatat",
-    "exit",
-    "exit_group",
     "capget",
     "capset",
     "prctl",
@@ -144,10 +121,16 @@ mod tests {
 
     #[test]
     fn chooses_by_runc_version_and_names_are_known() {
-        assert_eq!(runc_calls("1.1.5+ds1").0, LATE);
-        assert_eq!(runc_calls("v1.0.0").0, LATE);
-        assert_eq!(runc_calls("0.1.1").0, EARLY);
-        for n in LATE.iter().chain(EARLY).chain(DOCKER_INIT) {
+        let late = [GO_RUNTIME, LATE].concat();
+        assert_eq!(runc_calls("1.1.5+ds1").0, late);
+        assert_eq!(runc_calls("v1.0.0").0, late);
+        assert_eq!(runc_calls("0.1.1").0, [GO_RUNTIME, EARLY].concat());
+        for n in GO_RUNTIME
+            .iter()
+            .chain(LATE)
+            .chain(EARLY)
+            .chain(DOCKER_INIT)
+        {
             assert!(crate::names::number(n).is_some(), "{n}");
         }
     }

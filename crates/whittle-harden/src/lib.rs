@@ -167,7 +167,7 @@ pub fn harden(
     let inputs = Inputs {
         rec: &rec,
         tree: &img.flat.tree,
-        runtime,
+        runtime: &runtime,
         errno_ret: errno_ret_supported(&versions.engine),
         deny: &opts.deny,
         keep_user: opts.keep_user,

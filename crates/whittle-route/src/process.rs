@@ -34,11 +34,7 @@ pub async fn write_config(haproxy: &Path, state_dir: &Path, text: &str) -> Resul
         .await
         .map_err(|e| io_err(haproxy.display(), e))?;
     if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr);
-        let first = msg
-            .lines()
-            .find(|l| l.contains("ALERT"))
-            .unwrap_or(msg.lines().next().unwrap_or("rejected"));
+        let first = first_alert(&out.stderr, "rejected");
         return Err(Error::Haproxy(format!(
             "{} rejected the generated config {}: {first}",
             haproxy.display(),
@@ -69,15 +65,10 @@ pub async fn start(haproxy: &Path, state_dir: &Path, master: &mut Socket) -> Res
         .await
         .map_err(|e| io_err(haproxy.display(), e))?;
     if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr);
-        let first = msg
-            .lines()
-            .find(|l| l.contains("ALERT"))
-            .unwrap_or(msg.lines().next().unwrap_or("no message"));
         return Err(Error::Haproxy(format!(
             "{} did not start: {}",
             haproxy.display(),
-            first.trim()
+            first_alert(&out.stderr, "no message").trim()
         )));
     }
     wait_worker(master, None, Duration::from_secs(10)).await
@@ -109,4 +100,14 @@ async fn wait_worker(master: &mut Socket, before: Option<Proc>, limit: Duration)
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// HAProxy's reason for refusing: its first ALERT line, else its first line, else `none`.
+fn first_alert(stderr: &[u8], none: &str) -> String {
+    let msg = String::from_utf8_lossy(stderr);
+    msg.lines()
+        .find(|l| l.contains("ALERT"))
+        .or_else(|| msg.lines().next())
+        .unwrap_or(none)
+        .to_string()
 }
