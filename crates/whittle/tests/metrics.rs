@@ -1004,7 +1004,13 @@ fn top_renders_live_and_archive_views_in_a_terminal() {
             let o = tmux(&["capture-pane", "-p", "-t", "v"]);
             let text = String::from_utf8_lossy(&o.stdout).into_owned();
             if text.contains(&title) {
-                return Some(text);
+                // The pane opens before its first sample of the pid namespace arrives; wait
+                // for the processes themselves rather than moving the selection away.
+                if text.contains("sleep") || text.contains("sh -c") {
+                    return Some(text);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                return None;
             }
             tmux(&["send-keys", "-t", "v", "Down"]);
             std::thread::sleep(Duration::from_millis(300));
