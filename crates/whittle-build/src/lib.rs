@@ -171,7 +171,7 @@ pub fn build(
         None => None,
     };
     let t = Instant::now();
-    let config = slim_config(&traced, opts, &plans, &probe_labels(opts));
+    let config = slim_config(&traced, opts, &plans, &probe_labels(&traced.fat_run.probes));
     let tag = slim_tag(&traced, dest, opts);
     let passed = verified.status != Status::Failed;
     let (written, debug_report) = if passed {
@@ -717,21 +717,20 @@ fn report(
     Ok(Built { report, treemap })
 }
 
-/// Readiness labels from the probes the slim image is verified with, so a golden image
-/// carries its own readiness check (`whittle route` reads them for containers without a
-/// HEALTHCHECK). Only an HTTP probe can be run from outside the container; the first one is
-/// the image's readiness check.
-pub fn probe_labels(opts: &BuildOptions) -> Vec<(&'static str, String)> {
-    use whittle_sandbox::Probe;
-    opts.run
-        .probes
+/// The readiness label `whittle route` reads (`PORT/PATH`, an HTTP GET that must answer 2xx
+/// or 3xx). whittle-route spells it too; a test of the CLI crate holds the two together.
+pub const PROBE_HTTP_LABEL: &str = "org.whittle.probe.http";
+
+/// Readiness labels from the probes the image was verified with — those asked for, or the
+/// default GET / on each exposed port — so a golden image carries its own readiness check
+/// (`whittle route` reads them for containers without a HEALTHCHECK). Only an HTTP probe can
+/// run from outside the container, and only one that answered 2xx or 3xx can ever pass as
+/// readiness (a build compares a 404 and passes); the first such one is the image's check.
+pub fn probe_labels(probes: &[whittle_sandbox::ProbeReport]) -> Vec<(&'static str, String)> {
+    probes
         .iter()
-        .find_map(|p| match p {
-            Probe::Http { port, path } => {
-                Some(vec![("org.whittle.probe.http", format!("{port}{path}"))])
-            }
-            _ => None,
-        })
+        .find(|p| p.kind == "http" && p.ok && p.status.is_some_and(|s| (200..400).contains(&s)))
+        .map(|p| vec![(PROBE_HTTP_LABEL, p.target.clone())])
         .unwrap_or_default()
 }
 
@@ -1011,6 +1010,37 @@ pub fn html_page(report: &BuildReport, sel_files: Vec<html::TreemapFile>) -> htm
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn http(target: &str, status: Option<u16>) -> whittle_sandbox::ProbeReport {
+        let mut p = whittle_sandbox::ProbeReport::new("http", target.to_string());
+        p.ok = status.is_some();
+        p.status = status;
+        p
+    }
+
+    #[test]
+    fn probe_labels_take_the_first_http_probe_that_answered_2xx_or_3xx() {
+        let mut exec = whittle_sandbox::ProbeReport::new("exec", "python3 -V".to_string());
+        exec.ok = true;
+        exec.exit_code = Some(0);
+        let probes = [
+            exec,
+            http("8000/missing", Some(404)),
+            http("8001/", None),
+            http("8000/health", Some(200)),
+            http("8000/moved", Some(301)),
+        ];
+        assert_eq!(
+            probe_labels(&probes),
+            vec![("org.whittle.probe.http", "8000/health".to_string())]
+        );
+        assert_eq!(
+            probe_labels(&[http("80/", Some(302))]),
+            vec![("org.whittle.probe.http", "80/".to_string())]
+        );
+        assert!(probe_labels(&probes[..3]).is_empty());
+        assert!(probe_labels(&[]).is_empty());
+    }
 
     #[test]
     fn slim_names() {

@@ -132,6 +132,8 @@ pub struct ServerState {
     pub admin: u32,
     /// `srv_op_state`: 0 stopped … 2 running.
     pub op: u32,
+    /// `srv_fqdn`: the name DNS resolvers keep the address of (`-` for an address).
+    pub fqdn: Option<String>,
 }
 
 impl ServerState {
@@ -163,6 +165,7 @@ pub fn parse_servers_state(out: &str) -> Vec<ServerState> {
             op: f[5].parse().unwrap_or(0),
             admin: f[6].parse().unwrap_or(0),
             port: f[18].parse().unwrap_or(0),
+            fqdn: (f[17] != "-").then(|| f[17].to_string()),
         });
     }
     v
@@ -256,6 +259,7 @@ mod tests {
         assert_eq!(s[0].name, "abc-80");
         assert_eq!(s[0].port, 32768);
         assert!(s[0].drain() && !s[0].maint());
+        assert_eq!(s[0].fqdn, None);
         assert!(is_error_reply("unknown keyword 'bogus'."));
     }
 

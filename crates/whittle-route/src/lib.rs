@@ -8,6 +8,7 @@
 //! before Docker says `healthy` or whittle's own probe passed, and never reloads for a
 //! membership change (only for a new service, whose frontend a 2.6 runtime cannot add).
 
+mod attach;
 mod config;
 mod error;
 pub mod haproxy;
@@ -58,6 +59,9 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// The peers' approach, for the benchmark: rewrite the config and reload on every change.
     pub reload_always: bool,
+    /// Drive the HAProxy whose admin-level stats socket this is (its own config, started by
+    /// someone else) instead of starting one: no config written, never reloaded.
+    pub attach: Option<PathBuf>,
 }
 
 /// Periodic work (deleting drained servers, hold-downs, the state file).

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use whittle_engine::watch::{ContainerEvent, Inventory};
 use whittle_engine::{Container, Engine, NetworkMode};
 
+use crate::attach;
 use crate::config::{self, Layout, ServerLine, SERVER_PARAMS};
 use crate::haproxy::{parse_servers_state, parse_stat_busy, Proc, Socket};
 use crate::probe::{self, Passed};
@@ -116,6 +117,15 @@ pub struct Router {
     /// Reload mode only: the config must be rewritten and reloaded.
     dirty_config: bool,
     dirty_state: bool,
+    /// Attach mode: the worker answering on the socket (a new one means its owner reloaded).
+    worker: Option<u32>,
+    /// Attach mode: the backends HAProxy has → their balancing algorithm.
+    backends: BTreeMap<String, Option<String>>,
+    /// Attach mode: backend → why it cannot be routed (`None`: it can), decided once.
+    verdicts: BTreeMap<String, Option<String>>,
+    /// Attach mode: the socket failed at the last worker check (said once).
+    socket_down: bool,
+    ticks: u64,
 }
 
 impl std::fmt::Debug for Router {
@@ -142,10 +152,29 @@ fn server_name(id: &str, port: u16) -> String {
     format!("{}-{port}", &id[..id.len().min(12)])
 }
 
+/// The container id prefix of a server [`server_name`] named; `None` for any other server
+/// (an attached HAProxy's own servers are never whittle's to change).
+fn container_of(server: &str) -> Option<&str> {
+    let (id, port) = server.split_once('-')?;
+    (id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && port.parse::<u16>().is_ok())
+    .then_some(id)
+}
+
+/// How often (in ticks) an attached HAProxy's worker pid is checked.
+const WORKER_CHECK_TICKS: u64 = 20;
+
 impl Router {
     pub fn new(opts: Options, log: Log, engine: Engine) -> (Self, mpsc::UnboundedReceiver<Passed>) {
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
-        let admin = Socket::new(&opts.state_dir.join(crate::ADMIN_SOCKET), opts.max_commands);
+        let admin_path = opts
+            .attach
+            .clone()
+            .unwrap_or_else(|| opts.state_dir.join(crate::ADMIN_SOCKET));
+        let admin = Socket::new(&admin_path, opts.max_commands);
         let master = Socket::new(&opts.state_dir.join(process::MASTER_SOCKET), 100);
         (
             Self {
@@ -167,6 +196,11 @@ impl Router {
                 conv: Convergence::default(),
                 dirty_config: false,
                 dirty_state: true,
+                worker: None,
+                backends: BTreeMap::new(),
+                verdicts: BTreeMap::new(),
+                socket_down: false,
+                ticks: 0,
             },
             probe_rx,
         )
@@ -180,7 +214,9 @@ impl Router {
     /// config for the services in `inv` and starts one.
     pub async fn start(&mut self, inv: &Inventory) -> Result<()> {
         let previous = State::read(&self.opts.state_dir).ok();
-        if let Some(p) = process::probe_master(&mut self.master).await {
+        if self.opts.attach.is_some() {
+            self.start_attached(inv).await?;
+        } else if let Some(p) = process::probe_master(&mut self.master).await {
             self.proc = Some(p);
             if let Some(prev) = &previous {
                 self.reloads = prev.reloads;
@@ -197,13 +233,7 @@ impl Router {
                 self.servers.len()
             ));
         } else {
-            let mut wanted = BTreeMap::new();
-            for c in inv.containers.values() {
-                for (r, _) in self.routes_of(c).await {
-                    wanted.entry(r.service).or_insert(r.listen_port);
-                }
-            }
-            self.services = wanted;
+            self.services = self.wanted_services(inv).await;
             let text = config::render(&self.layout(), &self.opts.bind, &self.opts.state_dir);
             process::write_config(&self.opts.haproxy, &self.opts.state_dir, &text).await?;
             let p =
@@ -221,6 +251,139 @@ impl Router {
         self.reconcile_all(inv, &Cause::new("first sync", None))
             .await;
         Ok(())
+    }
+
+    /// Service → listen port of every route the containers in `inv` ask for.
+    async fn wanted_services(&mut self, inv: &Inventory) -> BTreeMap<String, u16> {
+        let mut wanted = BTreeMap::new();
+        for c in inv.containers.values() {
+            for (r, _) in self.routes_of(c).await {
+                wanted.entry(r.service).or_insert(r.listen_port);
+            }
+        }
+        wanted
+    }
+
+    /// `--attach`: checks the socket is an admin-level one, reads the backends, refuses a
+    /// wanted backend that cannot take dynamic servers and adopts whittle's servers.
+    async fn start_attached(&mut self, inv: &Inventory) -> Result<()> {
+        let socket = self.admin.path().display().to_string();
+        if self.opts.reload_always {
+            return Err(Error::Unfit(format!(
+                "HAProxy socket {socket}: an attached HAProxy is never reloaded by whittle, so reload-always cannot apply"
+            )));
+        }
+        let info = self.admin.ok("show info").await?;
+        self.worker = attach::parse_pid(&info);
+        let level = self.admin.ok("show cli level").await?;
+        if level.trim() != "admin" {
+            return Err(Error::Unfit(format!(
+                "HAProxy socket {socket}: its level is {}; adding and deleting servers needs `stats socket ... level admin`",
+                level.trim()
+            )));
+        }
+        self.read_backends().await?;
+        for (svc, port) in self.wanted_services(inv).await {
+            match self.verdict(&svc).await? {
+                (None, _) => {
+                    self.services.insert(svc, port);
+                }
+                (Some(why), _) if self.backends.contains_key(&svc) => {
+                    return Err(Error::Unfit(why));
+                }
+                (Some(why), _) => (self.log)(&why),
+            }
+        }
+        self.adopt().await?;
+        (self.log)(&format!(
+            "attached to HAProxy worker {} at {socket}: {} backends there, routing {} services, {} servers adopted",
+            self.worker.map_or("?".to_string(), |p| p.to_string()),
+            self.backends.len(),
+            self.services.len(),
+            self.servers.len()
+        ));
+        Ok(())
+    }
+
+    async fn read_backends(&mut self) -> Result<()> {
+        let names = attach::parse_backends(&self.admin.ok("show backend").await?);
+        let algos = attach::parse_algos(&self.admin.ok("show stat -1 2 -1").await?);
+        self.backends = names
+            .into_iter()
+            .map(|b| {
+                let algo = algos.get(&b).cloned();
+                (b, algo)
+            })
+            .collect();
+        self.verdicts.clear();
+        Ok(())
+    }
+
+    /// Attach mode: why service `svc` cannot be routed (its backend is missing or static), or
+    /// `None`; decided once per backend. The flag says whether this call decided it.
+    async fn verdict(&mut self, svc: &str) -> Result<(Option<String>, bool)> {
+        if let Some(v) = self.verdicts.get(svc) {
+            return Ok((v.clone(), false));
+        }
+        let socket = self.admin.path().display().to_string();
+        let why = match self.backends.get(svc).cloned() {
+            None => Some(format!(
+                "service {svc}: the attached HAProxy ({socket}) has no backend {svc}, and HAProxy 2.6 cannot add one at runtime; {svc} is not routed until its config has `backend {svc}` (the other services are)"
+            )),
+            Some(algo) => {
+                let out = self.admin.ok(&format!("show servers state {svc}")).await?;
+                attach::unfit(
+                    &mut self.admin,
+                    svc,
+                    algo.as_deref(),
+                    &parse_servers_state(&out),
+                )
+                .await?
+                .map(|r| format!("HAProxy socket {socket}: backend {svc}: {r}"))
+            }
+        };
+        self.verdicts.insert(svc.to_string(), why.clone());
+        Ok((why, true))
+    }
+
+    /// Attach mode: a new worker (its owner reloaded) has only its config's servers — the
+    /// ones whittle added are gone — so whittle reads the backends again and re-adds.
+    async fn check_worker(&mut self, inv: &Inventory) {
+        let pid = match self.admin.ok("show info").await {
+            Ok(out) => {
+                self.socket_down = false;
+                attach::parse_pid(&out)
+            }
+            Err(e) => {
+                if !self.socket_down {
+                    (self.log)(&format!(
+                        "{e}; the servers stay as they are until it answers"
+                    ));
+                }
+                self.socket_down = true;
+                return;
+            }
+        };
+        if pid.is_none() || pid == self.worker {
+            return;
+        }
+        (self.log)(&format!(
+            "the attached HAProxy has a new worker ({} → {}; its owner reloaded it): re-reading its backends and re-adding the servers",
+            self.worker.map_or("?".to_string(), |p| p.to_string()),
+            pid.map_or("?".to_string(), |p| p.to_string())
+        ));
+        self.worker = pid;
+        self.servers.clear();
+        self.services.clear();
+        let adopted = match self.read_backends().await {
+            Ok(()) => self.adopt().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = adopted {
+            (self.log)(&format!("{e}"));
+        }
+        self.reconcile_all(inv, &Cause::new("attached HAProxy reloaded", None))
+            .await;
     }
 
     async fn wait_admin(&mut self) -> Result<()> {
@@ -246,13 +409,19 @@ impl Router {
     async fn adopt(&mut self) -> Result<()> {
         self.wait_admin().await?;
         let out = self.admin.ok("show servers state").await?;
+        let attached = self.opts.attach.is_some();
         for s in parse_servers_state(&out) {
-            if !self.services.contains_key(&s.backend) {
-                continue;
-            }
-            let Some((id, _)) = s.name.split_once('-') else {
+            let Some(id) = container_of(&s.name) else {
                 continue;
             };
+            if !self.services.contains_key(&s.backend) {
+                // Attached: a backend whose containers went while no whittle ran still has
+                // whittle's servers, which are whittle's to remove.
+                if !(attached && self.backends.contains_key(&s.backend)) {
+                    continue;
+                }
+                self.services.insert(s.backend.clone(), 0);
+            }
             let admin = if s.maint() {
                 Admin::Maint
             } else if s.drain() {
@@ -533,7 +702,7 @@ impl Router {
     /// Brings HAProxy in line with one container.
     async fn reconcile(&mut self, id: &str, c: Option<&Container>, cause: &Cause) {
         let stopping = self.tracked.get(id).is_some_and(|t| t.stopping);
-        let wanted = match c {
+        let mut wanted = match c {
             Some(c) if c.is_running() && !stopping => self.routes_of(c).await,
             _ => Vec::new(),
         };
@@ -543,7 +712,9 @@ impl Router {
             .filter(|(r, _)| !self.services.contains_key(&r.service))
             .map(|(r, _)| (r.service.clone(), r.listen_port))
             .collect();
-        if !new.is_empty() {
+        if self.opts.attach.is_some() {
+            self.attach_services(&new, &mut wanted).await;
+        } else if !new.is_empty() {
             for (s, p) in &new {
                 self.services.entry(s.clone()).or_insert(*p);
             }
@@ -594,6 +765,37 @@ impl Router {
                 self.begin_removal(&k, graceful, &why, cause).await;
             }
         }
+    }
+
+    /// Attach mode: the new services whose backend can be routed join; the routes to the
+    /// others are dropped (each said once).
+    async fn attach_services(&mut self, new: &[(String, u16)], wanted: &mut Vec<(Route, String)>) {
+        for (r, _) in wanted.iter() {
+            // A service adopted from HAProxy alone learns its listen port from a container.
+            if let Some(p) = self.services.get_mut(&r.service).filter(|p| **p == 0) {
+                *p = r.listen_port;
+            }
+        }
+        let mut skip = Vec::new();
+        for (s, p) in new {
+            match self.verdict(s).await {
+                Ok((None, _)) => {
+                    self.services.insert(s.clone(), *p);
+                    self.dirty_state = true;
+                }
+                Ok((Some(why), first)) => {
+                    if first {
+                        (self.log)(&why);
+                    }
+                    skip.push(s.clone());
+                }
+                Err(e) => {
+                    (self.log)(&format!("backend {s}: {e}; not routed for now"));
+                    skip.push(s.clone());
+                }
+            }
+        }
+        wanted.retain(|(r, _)| !skip.contains(&r.service));
     }
 
     fn ensure_probe(&mut self, c: &Container, wanted: &[(Route, String)]) {
@@ -790,6 +992,10 @@ impl Router {
 
     /// Periodic work: delete drained servers, end hold-downs, write the state file.
     pub async fn tick(&mut self, inv: &Inventory) {
+        self.ticks += 1;
+        if self.opts.attach.is_some() && self.ticks % WORKER_CHECK_TICKS == 0 {
+            self.check_worker(inv).await;
+        }
         if !self.runtime_api() {
             self.servers.retain(|_, s| s.removing.is_none());
             self.apply_reload_mode().await;
@@ -945,7 +1151,8 @@ impl Router {
             pid: std::process::id(),
             bind: self.opts.bind.clone(),
             haproxy_master: self.proc.map(|p| p.master),
-            haproxy_worker: self.proc.map(|p| p.worker),
+            haproxy_worker: self.proc.map(|p| p.worker).or(self.worker),
+            attached: self.opts.attach.as_ref().map(|p| p.display().to_string()),
             reloads: self.reloads,
             services: self.services.clone(),
             servers,

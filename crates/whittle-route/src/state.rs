@@ -54,6 +54,9 @@ pub struct State {
     pub bind: String,
     pub haproxy_master: Option<u32>,
     pub haproxy_worker: Option<u32>,
+    /// The stats socket of the HAProxy `--attach` drives (`None`: whittle started its own).
+    #[serde(default)]
+    pub attached: Option<String>,
     /// Reloads whittle asked for (only ever for a new service, unless --reload-always).
     pub reloads: u64,
     /// Service → listen port.

@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::load::Load;
-use common::runtime::{fixture_image, free_port, wait_for, Daemon, TestContainer};
-use common::{require, run, tempdir, unique, whittle_bin};
+use common::runtime::{fixture_image, free_port, http_get, wait_for, Daemon, TestContainer};
+use common::{fixtures, require, run, tempdir, unique, whittle, whittle_bin};
 
 const APP: &str = include_str!("route_app.py");
 
@@ -75,6 +75,11 @@ struct Route {
     /// The value of `org.whittle.test.run` this run routes.
     run: String,
     n: usize,
+    /// The worker's stats socket: whittle's own in the state directory, or the one `--attach`
+    /// drives.
+    admin_sock: PathBuf,
+    /// Extra `route run` arguments (`--attach SOCKET`).
+    extra: Vec<std::ffi::OsString>,
 }
 
 impl Drop for Route {
@@ -97,16 +102,30 @@ impl Route {
 
     /// A run routing the containers labelled `org.whittle.test.run=RUN`.
     fn with_run(run: String) -> Route {
+        let mut r = Route::new(run, None);
+        r.launch();
+        r
+    }
+
+    /// A run not yet launched; with `attach`, one driving that stats socket (`--attach`).
+    fn new(run: String, attach: Option<&Path>) -> Route {
         require("haproxy");
         let dir = tempdir("route");
-        let mut r = Route {
+        let admin_sock = attach.map_or_else(
+            || dir.path().join("state").join("admin.sock"),
+            Path::to_path_buf,
+        );
+        let extra = attach
+            .map(|s| vec!["--attach".into(), s.as_os_str().to_owned()])
+            .unwrap_or_default();
+        Route {
             daemon: None,
             dir,
             run,
             n: 0,
-        };
-        r.launch();
-        r
+            admin_sock,
+            extra,
+        }
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -119,22 +138,19 @@ impl Route {
         let state = self.state_dir();
         let only = format!("org.whittle.test.run={}", self.run);
         let log = self.dir.path().join(format!("route-{}.log", self.n));
-        let d = Daemon::start(
-            "whittle route run",
-            whittle_bin(),
-            &os![
-                "route",
-                "run",
-                "--state-dir",
-                &state,
-                "--only-label",
-                &only,
-                "--hold-down",
-                "1s"
-            ],
-            &[],
-            &log,
-        );
+        let mut args = os![
+            "route",
+            "run",
+            "--state-dir",
+            state,
+            "--only-label",
+            only,
+            "--hold-down",
+            "1s"
+        ]
+        .to_vec();
+        args.extend(self.extra.iter().map(|a| a.as_os_str()));
+        let d = Daemon::start("whittle route run", whittle_bin(), &args, &[], &log);
         let pid = u64::from(d.pid());
         self.daemon = Some(d);
         wait_for("route.json of this run", Duration::from_secs(20), || {
@@ -174,7 +190,7 @@ impl Route {
 
     /// A runtime API command on the worker's stats socket.
     fn admin(&self, cmd: &str) -> String {
-        socket_command(&self.state_dir().join("admin.sock"), cmd)
+        socket_command(&self.admin_sock, cmd)
     }
 
     /// (worker pid, master reload count) from the master CLI's `show proc`.
@@ -212,6 +228,8 @@ impl Route {
                 let admin: u32 = f.get(6)?.parse().ok()?;
                 Some((f.get(3)?.to_string(), admin & 0x2b == 0))
             })
+            // An attached HAProxy's own servers are not whittle's (`ID12-PORT`).
+            .filter(|(n, _)| n.split_once('-').is_some_and(|(id, _)| id.len() == 12))
             .collect()
     }
 
@@ -247,9 +265,14 @@ impl Route {
 
     /// `docker run` of the app with this run's labels, routed as `service:port`.
     fn app(&self, service: &str, port: u16, extra: &[&str]) -> TestContainer {
+        self.app_routed(&format!("{service}:{port}:8000"), extra)
+    }
+
+    /// `docker run` of the app with this run's labels and `whittle.route=ROUTES`.
+    fn app_routed(&self, routes: &str, extra: &[&str]) -> TestContainer {
         let image = app_image();
         let run_label = format!("org.whittle.test.run={}", self.run);
-        let route = format!("whittle.route={service}:{port}:8000");
+        let route = format!("whittle.route={routes}");
         let mut args = vec![
             "--label",
             run_label.as_str(),
@@ -830,4 +853,386 @@ fn many_containers_sync_at_start() {
         calls <= 2 * events,
         "{calls} Engine API calls for {events} events"
     );
+}
+
+/// An HAProxy the test starts itself, as its owner would (its own config, a plain daemon, no
+/// master-worker): what `route run --attach` drives. Stopped by the pid in its pid file.
+struct OwnHaproxy {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl Drop for OwnHaproxy {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.dir.path().join("haproxy.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on the HAProxy this guard started (its pid file is in the
+            // guard's own directory).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+impl OwnHaproxy {
+    /// Starts HAProxy with an admin-level stats socket, the defaults of a plain HTTP setup and
+    /// `sections` (frontends, backends, resolvers).
+    fn start(sections: &str) -> OwnHaproxy {
+        require("haproxy");
+        let dir = tempdir("route-own-haproxy");
+        let socket = dir.path().join("admin.sock");
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n    stats socket {} mode 600 level admin\n    stats timeout 30s\n\n\
+                 defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    \
+                 timeout server 30s\n    option http-server-close\n\n{sections}",
+                socket.display()
+            ),
+        )
+        .expect("haproxy.cfg");
+        let r = run(
+            "haproxy",
+            &os!["-D", "-f", &cfg, "-p", dir.path().join("haproxy.pid")],
+        );
+        let h = OwnHaproxy { dir, socket };
+        assert_eq!(r.code, Some(0), "haproxy -D: {}{}", r.stdout, r.stderr);
+        wait_for("the stats socket", Duration::from_secs(10), || {
+            UnixStream::connect(&h.socket).ok().map(|_| ())
+        });
+        h
+    }
+
+    fn command(&self, cmd: &str) -> String {
+        socket_command(&self.socket, cmd)
+    }
+
+    /// The pid that answers on the socket (`show info`): a reload would change it.
+    fn worker(&self) -> u32 {
+        let info = self.command("show info");
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid:")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Pid in show info:\n{info}"))
+    }
+}
+
+/// `--attach`: whittle drives an HAProxy it did not start — a labelled container is routed
+/// (its answer comes through the owner's frontend), membership changes reach it without a
+/// reload, the owner's own server is left alone, a service without a backend there is said
+/// once while the others are routed, `route status` shows it, and a restarted run adopts.
+#[test]
+fn attach_drives_an_existing_haproxy_without_reloading_it() {
+    let _one = loaded();
+    let run_id = unique("route-attach");
+    let sfx = &run_id[run_id.len() - 6..];
+    let (svc, missing) = (format!("att{sfx}"), format!("gone{sfx}"));
+    let port = free_port();
+    // A hash with `hash-type consistent`: dynamic, which only a trial `add server` can tell.
+    let hx = OwnHaproxy::start(&format!(
+        "frontend shop\n    bind 127.0.0.1:{port}\n    default_backend {svc}\n\n\
+         backend {svc}\n    balance source\n    hash-type consistent\n    \
+         server static-1 127.0.0.1:1 disabled\n"
+    ));
+    let worker = hx.worker();
+    let mut route = Route::new(run_id, Some(&hx.socket));
+    route.launch();
+    let routes = format!("{svc}:{port}:8000,{missing}:{}:8000", free_port());
+    let first = route.app_routed(&routes, &HEALTH);
+    let mut want = BTreeSet::from([id12(&first)]);
+    route.wait_exactly(&svc, &want, Duration::from_secs(30));
+    let (status, head, body) =
+        http_get(&format!("127.0.0.1:{port}"), "/", None).expect("GET through HAProxy");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("hello from {}\n", id12(&first))
+    );
+
+    let more: Vec<TestContainer> = (0..2).map(|_| route.app_routed(&routes, &HEALTH)).collect();
+    want.extend(more.iter().map(id12));
+    route.wait_exactly(&svc, &want, Duration::from_secs(30));
+    stop_all(&more.iter().collect::<Vec<_>>());
+    want = BTreeSet::from([id12(&first)]);
+    route.wait_exactly(&svc, &want, Duration::from_secs(15));
+    assert_eq!(hx.worker(), worker, "the attached HAProxy was reloaded");
+    let servers = hx.command(&format!("show servers state {svc}"));
+    assert!(
+        servers.contains(" static-1 ") && !servers.contains("whittle-fitcheck"),
+        "the owner's server is gone or the trial server stayed:\n{servers}"
+    );
+    let log = route.log();
+    let said = log
+        .lines()
+        .filter(|l| l.contains(&format!("has no backend {missing}")))
+        .count();
+    assert_eq!(
+        said, 1,
+        "three containers ask for {missing}: said once, not {said} times:\n{log}"
+    );
+
+    let st = route.state();
+    assert_eq!(st["attached"], hx.socket.display().to_string(), "{st}");
+    assert_eq!(st["haproxy_worker"], worker, "{st}");
+    assert_eq!(st["reloads"], 0, "{st}");
+    let status = whittle(
+        os!["route", "status", "--state-dir", route.state_dir()],
+        &[],
+    );
+    assert_eq!(status.code, Some(0), "route status: {}", status.stderr);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("attached at {}", hx.socket.display()))
+            && status.stdout.contains(&format!("{}-8000", id12(&first)))
+            && status.stdout.contains("ready"),
+        "route status:\n{}",
+        status.stdout
+    );
+
+    // A restarted run adopts the server (no duplicate, no re-add).
+    route
+        .daemon()
+        .stop_with(libc::SIGTERM, Duration::from_secs(5));
+    route.launch();
+    route.wait_exactly(&svc, &want, Duration::from_secs(5));
+    let log = route.log();
+    assert!(
+        log.contains("1 servers adopted"),
+        "the restarted run did not adopt its server:\n{log}"
+    );
+    assert_eq!(hx.worker(), worker, "the attached HAProxy was reloaded");
+}
+
+/// `--attach` refuses, with one line naming the backend and why, a backend `add server` cannot
+/// work in (HAProxy 2.6: a static algorithm, a map-based hash) or whose servers DNS resolvers
+/// keep; the exit code is 1 and nothing was added.
+#[test]
+fn attach_refuses_a_backend_that_cannot_take_dynamic_servers() {
+    let _one = loaded();
+    let run_id = unique("route-unfit");
+    let sfx = &run_id[run_id.len() - 6..];
+    let cases = [
+        (
+            format!("srr{sfx}"),
+            "balance static-rr",
+            "balance static-rr is a static algorithm",
+        ),
+        (
+            format!("src{sfx}"),
+            "balance source",
+            "balance source with map-based hashing",
+        ),
+        (
+            format!("dns{sfx}"),
+            "balance roundrobin\n    default-server resolvers dns init-addr none\n    \
+             server app1 localhost:1",
+            "resolved from the name localhost through DNS resolvers",
+        ),
+    ];
+    let mut sections = "resolvers dns\n    nameserver ns1 127.0.0.1:53\n\n".to_string();
+    for (svc, setup, _) in &cases {
+        sections.push_str(&format!("backend {svc}\n    {setup}\n\n"));
+    }
+    let hx = OwnHaproxy::start(&sections);
+    let image = app_image();
+    for (svc, _, reason) in &cases {
+        let run_label = format!("org.whittle.test.run={run_id}-{svc}");
+        let _c = TestContainer::run(
+            "route",
+            &[
+                "--label",
+                &run_label,
+                "--label",
+                &format!("whittle.route={svc}:{}:8000", free_port()),
+                "-p",
+                "127.0.0.1::8000",
+                &image,
+            ],
+        );
+        let dir = tempdir("route-unfit");
+        let r = run(
+            "timeout",
+            &os![
+                "60",
+                whittle_bin(),
+                "route",
+                "run",
+                "--attach",
+                &hx.socket,
+                "--state-dir",
+                dir.path(),
+                "--only-label",
+                &run_label
+            ],
+        );
+        assert_eq!(r.code, Some(1), "{svc}: route run --attach: {}", r.stderr);
+        let errors: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("whittle: error:"))
+            .collect();
+        assert!(
+            errors.len() == 1
+                && errors[0].contains(&format!("backend {svc}: "))
+                && errors[0].contains(reason)
+                && errors[0].contains(&hx.socket.display().to_string()),
+            "{svc}: want one error line naming the backend and `{reason}`:\n{}",
+            r.stderr
+        );
+        let servers = hx.command(&format!("show servers state {svc}"));
+        assert!(
+            !servers.contains("-8000 ") && !servers.contains("whittle-fitcheck"),
+            "{svc}: a server was left in the refused backend:\n{servers}"
+        );
+    }
+}
+
+/// A slim image built by `whittle build` in this test: the python fixture verified with
+/// `--http-probe 8000/index.html`, removed on drop.
+struct SlimImage(String);
+
+impl Drop for SlimImage {
+    fn drop(&mut self) {
+        let _ = run("docker", &os!["rmi", "-f", &self.0]);
+    }
+}
+
+/// Issue test 2, second half: a slim image without HEALTHCHECK is gated by the
+/// `org.whittle.probe.*` labels `whittle build` wrote. Run in an empty working directory, the
+/// server listens at once but answers its probe path 404: HAProxy keeps it out (503s, and the
+/// app sees none of those requests); once the file is copied in, it is routed.
+#[test]
+fn a_slim_image_is_gated_by_the_probe_labels_build_wrote() {
+    let _one = loaded();
+    require("haproxy");
+    let tag = SlimImage(unique("whittle-test/route-slim:py").to_ascii_lowercase());
+    let src = fixtures().join("python.tar");
+    let b = whittle(
+        os![
+            "build",
+            format!("docker-archive:{}", src.display()),
+            format!("docker-daemon:{}", tag.0),
+            "--http-probe",
+            "8000/index.html"
+        ],
+        &[],
+    );
+    assert_eq!(b.code, Some(0), "whittle build: {}{}", b.stdout, b.stderr);
+    let labels = run(
+        "docker",
+        &os![
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.Labels}} {{json .Config.Healthcheck}}",
+            &tag.0
+        ],
+    );
+    assert!(
+        labels
+            .stdout
+            .contains(r#""org.whittle.probe.http":"8000/index.html""#)
+            && labels.stdout.trim_end().ends_with(" null"),
+        "the slim image's labels and healthcheck: {}",
+        labels.stdout
+    );
+
+    let route = Route::start("route-slim");
+    let port = free_port();
+    let svc = format!("slim{}", &route.run[route.run.len() - 6..]);
+    let c = TestContainer::run(
+        "route",
+        &[
+            "--label",
+            &format!("org.whittle.test.run={}", route.run),
+            "--label",
+            &format!("whittle.route={svc}:{port}:8000"),
+            "-p",
+            "127.0.0.1::8000",
+            "-w",
+            "/srv/www/gate",
+            &tag.0,
+        ],
+    );
+    wait_for(
+        "the container's server, out of rotation",
+        Duration::from_secs(20),
+        || (route.servers(&svc).len() == 1).then_some(()),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let (status, head, _) = http_get(&addr, "/index.html?via=haproxy", None).expect("GET");
+        assert_eq!(status, 503, "routed before its probe passed: {head}");
+        assert!(
+            route.servers(&svc).iter().all(|(_, ready)| !ready),
+            "ready before its probe passed:\n{}",
+            route.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs = run("docker", &os!["logs", &c.id]);
+    assert!(
+        logs.stderr.contains("\"GET /index.html HTTP/1.0\" 404"),
+        "whittle's probe did not reach the container: {}",
+        logs.stderr
+    );
+    let page = tempdir("route-slim-page");
+    let body = format!("ready {}\n", route.run);
+    std::fs::write(page.path().join("index.html"), &body).expect("index.html");
+    let r = run(
+        "docker",
+        &os![
+            "cp",
+            page.path().join("index.html"),
+            format!("{}:/srv/www/gate/index.html", c.id)
+        ],
+    );
+    assert_eq!(r.code, Some(0), "docker cp: {}", r.stderr);
+    route.wait_exactly(&svc, &BTreeSet::from([id12(&c)]), Duration::from_secs(20));
+    let (status, head, got) = http_get(&addr, "/index.html?via=haproxy", None).expect("GET");
+    assert_eq!(
+        (status, String::from_utf8_lossy(&got).to_string()),
+        (200, body),
+        "{head}"
+    );
+    let logs = run("docker", &os!["logs", &c.id]).stderr;
+    let through: Vec<&str> = logs.lines().filter(|l| l.contains("via=haproxy")).collect();
+    assert!(
+        !through.is_empty() && through.iter().all(|l| l.contains("\" 200 ")),
+        "requests through HAProxy reached the container before it was ready:\n{logs}"
+    );
+    assert!(
+        route.log().contains(": ready (probe passed)"),
+        "not routed by its probe:\n{}",
+        route.log()
+    );
+}
+
+/// The labels `whittle build` writes are the probe `whittle route` runs: the same port and
+/// path, nothing else (the two crates spell the label each, this holds them together).
+#[test]
+fn build_probe_labels_are_the_route_probe() {
+    let mut p = whittle_sandbox::ProbeReport::new("http", "8000/index.html".to_string());
+    p.ok = true;
+    p.status = Some(200);
+    let labels: std::collections::BTreeMap<String, String> = whittle_build::probe_labels(&[p])
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    assert_eq!(
+        labels.keys().map(String::as_str).collect::<Vec<_>>(),
+        [whittle_route::spec::PROBE_HTTP]
+    );
+    let probe = whittle_route::spec::probe(&labels, 9).expect("route parses build's labels");
+    assert_eq!(
+        probe.kind,
+        whittle_route::spec::ProbeKind::Http {
+            port: 8000,
+            path: "/index.html".to_string()
+        }
+    );
+    assert_eq!(probe.port(), 8000);
 }

@@ -30,7 +30,8 @@ enum Sub {
     #[command(after_help = "Examples:
   whittle route run --state-dir /var/lib/whittle/route
   whittle route run --bind 127.0.0.1 --haproxy /usr/sbin/haproxy --state-dir /run/whittle-route
-  whittle route run --network backend --only-label team=shop --state-dir /run/shop-route")]
+  whittle route run --network backend --only-label team=shop --state-dir /run/shop-route
+  whittle route run --attach /run/haproxy/admin.sock --state-dir /var/lib/whittle/route")]
     Run(RunArgs),
     /// Show the services and servers a `route run` keeps (from its state directory).
     #[command(after_help = "Examples:
@@ -71,6 +72,10 @@ struct RunArgs {
     /// Rewrite haproxy.cfg and reload on every change, as peers do (for comparisons only).
     #[arg(long, hide = true)]
     reload_always: bool,
+    /// Drive an HAProxy started elsewhere through this admin-level stats socket (its own
+    /// config, its own frontends; each service needs a backend of its name there).
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["bind", "haproxy", "reload_always"])]
+    attach: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +123,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     max_commands: r.max_commands,
                     drain_timeout: r.drain_timeout,
                     reload_always: r.reload_always,
+                    attach: r.attach,
                 },
                 log_line(),
             )?;
@@ -139,13 +145,19 @@ fn status(s: &StatusArgs) -> Result<ExitCode> {
         print_json(&st)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "HAProxy master {} worker {} · {} reloads · {} services",
-        st.haproxy_master.map_or("-".into(), |p| p.to_string()),
-        st.haproxy_worker.map_or("-".into(), |p| p.to_string()),
-        st.reloads,
-        st.services.len()
-    );
+    let worker = st.haproxy_worker.map_or("-".into(), |p| p.to_string());
+    match &st.attached {
+        Some(socket) => println!(
+            "HAProxy worker {worker} (attached at {socket}) · {} services",
+            st.services.len()
+        ),
+        None => println!(
+            "HAProxy master {} worker {worker} · {} reloads · {} services",
+            st.haproxy_master.map_or("-".into(), |p| p.to_string()),
+            st.reloads,
+            st.services.len()
+        ),
+    }
     let head = [
         "SERVICE",
         "SERVER",
@@ -159,11 +171,12 @@ fn status(s: &StatusArgs) -> Result<ExitCode> {
         .iter()
         .map(|r| {
             [
-                format!(
-                    "{}:{}",
-                    r.service,
-                    st.services.get(&r.service).copied().unwrap_or(0)
-                ),
+                // Port 0: a service adopted from an attached HAProxy before any container
+                // named its listen port.
+                match st.services.get(&r.service).copied().unwrap_or(0) {
+                    0 => r.service.clone(),
+                    port => format!("{}:{port}", r.service),
+                },
                 r.server.clone(),
                 if r.container_name.is_empty() {
                     r.container[..r.container.len().min(12)].to_string()
