@@ -306,7 +306,7 @@ fn docker_oracle(
         }
     };
 
-    // Config: the source's, plus the two labels; layers and ids as reported.
+    // Config: the source's, plus whittle's labels; layers and ids as reported.
     let fi = docker_inspect(&fat.name);
     let si = docker_inspect(&slim.name);
     c.eq(
@@ -347,6 +347,11 @@ fn docker_oracle(
     );
     if let Some(v) = sl.get("org.whittle.version") {
         want_labels.insert("org.whittle.version".into(), v.clone());
+    }
+    // A server verified with the default probe (GET / on its exposed port, answered 200)
+    // carries it as its readiness check for `whittle route`.
+    if let App::Server(port) = &app {
+        want_labels.insert("org.whittle.probe.http".into(), format!("{port}/").into());
     }
     c.eq(
         sl.clone(),
