@@ -87,7 +87,11 @@ pub async fn unfit(
         return Ok(None);
     }
     // A hash: dynamic only with `hash-type consistent`, which the runtime API does not show.
-    // The trial server starts in maint (dynamic servers always do) and goes at once.
+    // The trial server starts in maint (dynamic servers always do) and goes at once; one a
+    // killed whittle left behind goes first (no such server is the usual answer).
+    admin
+        .command(&format!("del server {backend}/{TRIAL}"))
+        .await?;
     let reply = admin
         .command(&format!("add server {backend}/{TRIAL} 127.0.0.1:1"))
         .await?;

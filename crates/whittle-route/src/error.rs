@@ -19,7 +19,8 @@ pub enum Error {
     /// HAProxy did not start or reload.
     #[error("HAProxy: {0}")]
     Haproxy(String),
-    /// An existing HAProxy (`--attach`) has a backend that cannot work dynamically.
+    /// An existing HAProxy (`--attach`) whittle cannot drive: a backend that cannot work
+    /// dynamically, a socket below admin level.
     #[error("{0}")]
     Unfit(String),
 }

@@ -375,6 +375,7 @@ impl Router {
         self.worker = pid;
         self.servers.clear();
         self.services.clear();
+        self.dirty_state = true;
         let adopted = match self.read_backends().await {
             Ok(()) => self.adopt().await,
             Err(e) => Err(e),
