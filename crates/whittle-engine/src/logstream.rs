@@ -93,6 +93,9 @@ pub struct LogReader {
     host: String,
     engine: Engine,
     repaired: u64,
+    /// The container ran when the stream was opened: the stream may catch up with the end of a
+    /// log file being written, where Docker 20.10's follow reader can repeat a chunk.
+    running: bool,
 }
 
 /// Joins partial chunks into records and skips what was taken before the resume position.
@@ -130,7 +133,7 @@ impl Engine {
     /// Opens one stream of a container's log. `Ok(None)` when the engine no longer knows it.
     pub async fn open_log(&self, req: LogRequest) -> Result<Option<LogReader>> {
         // A TTY container's log has no frame headers: its bytes come as they are.
-        let tty = match self
+        let (tty, running) = match self
             .docker()
             .inspect_container(
                 &req.id,
@@ -138,7 +141,10 @@ impl Engine {
             )
             .await
         {
-            Ok(r) => r.config.and_then(|c| c.tty).unwrap_or(false),
+            Ok(r) => (
+                r.config.and_then(|c| c.tty).unwrap_or(false),
+                r.state.and_then(|s| s.running).unwrap_or(false),
+            ),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => return Ok(None),
@@ -162,6 +168,7 @@ impl Engine {
             engine: self.clone(),
             repaired: 0,
             tty,
+            running,
             buf: Vec::new(),
             pos: 0,
             joiner: Joiner {
@@ -222,62 +229,68 @@ impl Engine {
         }
     }
 
-    /// The line whose chunks carry `ts_ns`, read again from the log store without following
-    /// (the last `tail` entries, widened until an older entry shows the line is all inside).
-    /// Docker 20.10's follow stream can repeat a chunk of a long line (seen: one 16 KiB chunk
-    /// twice, one follower in three); a plain read of the file does not.
-    async fn line_at(&self, id: &str, stream: Stream, ts_ns: u64) -> Result<Option<Vec<u8>>> {
-        let mut tail = 256u64;
-        loop {
-            let q = format!(
-                "/v1.41/containers/{id}/logs?timestamps=1&{}=1&follow=0&until={}&tail={}",
-                stream.as_str(),
-                since_param(ts_ns),
-                if tail > 1 << 20 {
-                    "all".to_string()
-                } else {
-                    tail.to_string()
-                }
-            );
-            let Some(mut body) = self.get_raw(id, &q).await? else {
-                return Ok(None);
-            };
-            let mut raw = Vec::new();
-            while let Some(f) = body.frame().await {
-                let f = f.map_err(|e| Error::Api {
-                    host: self.host().to_string(),
-                    what: format!("logs of {id}"),
-                    cause: e.to_string(),
-                })?;
-                if let Ok(d) = f.into_data() {
-                    raw.extend_from_slice(&d);
-                }
+    /// The line whose chunks carry `ts_ns` (`chunks` of them as the follow stream gave it),
+    /// read again from the end of the log store without following. Docker 20.10's follow
+    /// stream can repeat a chunk of a long line when it reads at the end of a file being
+    /// written (seen: one 16 KiB chunk twice, one follower in three); a plain read does not.
+    ///
+    /// The engine takes `tail` from the end of the whole log and only then applies `until`, so
+    /// the window holds the whole line only if it also holds an older entry: without one the
+    /// answer is `None` (not verified), never a line cut at the window's edge. The window is a
+    /// few entries more than the line's chunks: a line worth checking was just written, near
+    /// the end; a reader far behind the end reads a finished stretch of the file, which the
+    /// follow stream does not garble.
+    async fn line_at(
+        &self,
+        id: &str,
+        stream: Stream,
+        ts_ns: u64,
+        chunks: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        let q = format!(
+            "/v1.41/containers/{id}/logs?timestamps=1&{}=1&follow=0&until={}&tail={}",
+            stream.as_str(),
+            since_param(ts_ns),
+            u64::from(chunks) + 64
+        );
+        let Some(mut body) = self.get_raw(id, &q).await? else {
+            return Ok(None);
+        };
+        let mut raw = Vec::new();
+        while let Some(f) = body.frame().await {
+            let f = f.map_err(|e| Error::Api {
+                host: self.host().to_string(),
+                what: format!("logs of {id}"),
+                cause: e.to_string(),
+            })?;
+            if let Ok(d) = f.into_data() {
+                raw.extend_from_slice(&d);
             }
-            let mut frames = 0u64;
-            let mut older = false;
-            let mut line = Vec::new();
-            let mut complete = false;
-            for payload in split_frames(&raw) {
-                frames += 1;
-                let (ts, content) = split_ts(payload);
-                if ts < ts_ns {
-                    older = true;
-                } else if ts == ts_ns && !complete {
-                    match content.strip_suffix(b"\n") {
-                        Some(c) => {
-                            line.extend_from_slice(c);
-                            complete = true;
-                        }
-                        None => line.extend_from_slice(content),
-                    }
+        }
+        Ok(line_in(&raw, ts_ns))
+    }
+}
+
+/// The line with timestamp `ts_ns` in a multiplexed log, if the log also holds an entry older
+/// than it (so the line's first chunk is in it) and the line's last chunk.
+fn line_in(raw: &[u8], ts_ns: u64) -> Option<Vec<u8>> {
+    let mut older = false;
+    let mut line = Vec::new();
+    for payload in split_frames(raw) {
+        let (ts, content) = split_ts(payload);
+        if ts < ts_ns {
+            older = true;
+        } else if ts == ts_ns && older {
+            match content.strip_suffix(b"\n") {
+                Some(c) => {
+                    line.extend_from_slice(c);
+                    return Some(line);
                 }
+                None => line.extend_from_slice(content),
             }
-            if older || frames < tail || tail > 1 << 20 {
-                return Ok(complete.then_some(line));
-            }
-            tail *= 16;
         }
     }
+    None
 }
 
 async fn send<S>(
@@ -312,10 +325,10 @@ impl LogReader {
             if let Some(mut r) = self.joiner.ready.pop_front() {
                 // A joined line with a repeated chunk is read again without following (see
                 // `Engine::line_at`); a line split into parts is not (its parts are out).
-                if r.repeated && r.part == 0 && r.newline && !self.tty {
+                if r.repeated && r.part == 0 && r.newline && !self.tty && self.running {
                     if let Some(b) = self
                         .engine
-                        .line_at(&self.req.id, self.req.stream, r.ts_ns)
+                        .line_at(&self.req.id, self.req.stream, r.ts_ns, r.chunks)
                         .await?
                     {
                         if b != r.bytes && b.len() <= self.joiner.max {
@@ -361,14 +374,12 @@ impl LogReader {
         let mut progressed = false;
         loop {
             let avail = &self.buf[self.pos..];
-            let payload: Vec<u8> = if self.tty {
+            let (start, end) = if self.tty {
                 // Lines as they are: `TIMESTAMP SP bytes LF`.
                 let Some(nl) = avail.iter().position(|&b| b == b'\n') else {
                     break;
                 };
-                let p = avail[..=nl].to_vec();
-                self.pos += nl + 1;
-                p
+                (self.pos, self.pos + nl + 1)
             } else {
                 if avail.len() < 8 {
                     break;
@@ -377,12 +388,11 @@ impl LogReader {
                 if avail.len() < 8 + len {
                     break;
                 }
-                let p = avail[8..8 + len].to_vec();
-                self.pos += 8 + len;
-                p
+                (self.pos + 8, self.pos + 8 + len)
             };
+            self.pos = end;
             progressed = true;
-            self.joiner.chunk(&payload);
+            self.joiner.chunk(&self.buf[start..end]);
         }
         progressed || !self.joiner.ready.is_empty()
     }
@@ -648,6 +658,40 @@ mod tests {
         let got: Vec<_> = r.1.iter().map(|x| x.bytes.clone()).collect();
         assert_eq!(got, vec![b"aaaabb".to_vec(), b"c".to_vec(), b"d".to_vec()]);
         assert_eq!(r.0.replayed, 2);
+    }
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for p in payloads {
+            raw.extend_from_slice(&[1, 0, 0, 0]);
+            raw.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            raw.extend_from_slice(p);
+        }
+        raw
+    }
+
+    #[test]
+    fn a_line_read_again_counts_only_with_its_first_chunk() {
+        let t = parse_ts("2026-12-04T18:00:00.000000002Z").unwrap();
+        let whole = framed(&[
+            b"2026-12-04T18:00:00.000000001Z before\n",
+            b"2026-12-04T18:00:00.000000002Z aa",
+            b"2026-12-04T18:00:00.000000002Z aa",
+            b"2026-12-04T18:00:00.000000002Z b\n",
+        ]);
+        assert_eq!(line_in(&whole, t), Some(b"aaaab".to_vec()));
+        // The engine's `tail` window began inside the line: its first chunk may be missing.
+        let cut = framed(&[
+            b"2026-12-04T18:00:00.000000002Z aa",
+            b"2026-12-04T18:00:00.000000002Z b\n",
+        ]);
+        assert_eq!(line_in(&cut, t), None);
+        // The line's last chunk is not in the log yet.
+        let open = framed(&[
+            b"2026-12-04T18:00:00.000000001Z before\n",
+            b"2026-12-04T18:00:00.000000002Z aa",
+        ]);
+        assert_eq!(line_in(&open, t), None);
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub struct Pipeline {
     /// Set when the writer failed: the process must stop (and be restarted) rather than read on.
     pub failed: watch::Receiver<Option<String>>,
     status: tokio::task::JoinHandle<()>,
+    acks: tokio::task::JoinHandle<()>,
 }
 
 impl Pipeline {
@@ -118,8 +119,9 @@ impl Pipeline {
             spool.clone(),
             opts.clone(),
             shared.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let acks = tokio::spawn(ack_loop(spool.clone(), log.clone(), stop_rx));
         Ok(Self {
             tx,
             budget: Arc::new(tokio::sync::Semaphore::new(BUDGET_KIB)),
@@ -130,6 +132,7 @@ impl Pipeline {
             stop,
             failed,
             status,
+            acks,
         })
     }
 
@@ -146,6 +149,7 @@ impl Pipeline {
         let _ = self.stop.send(true);
         let sent = self.sender.await;
         let _ = self.status.await;
+        let _ = self.acks.await;
         write_status(&self.spool, "", &self.shared, false);
         self.spool.flush()?;
         match sent {
@@ -283,8 +287,13 @@ async fn send_loop(
             }
             loop {
                 let room = opts.window.saturating_sub(window.len());
+                // Refill in batches (a quarter of the window at least, or when it is empty),
+                // not one record per acknowledgement.
+                let can_take = room > 0
+                    && (window.is_empty() || room >= (opts.window / 4).max(1))
+                    && wbytes < WINDOW_BYTES;
                 let mut sent = false;
-                if room > 0 && wbytes < WINDOW_BYTES && !*stop.borrow() {
+                if can_take && !*stop.borrow() {
                     // Into the window first: a send that fails leaves them there for the resend.
                     let start = window.len();
                     for (pos, rec) in spool.take(room, WINDOW_BYTES - wbytes)? {
@@ -327,8 +336,8 @@ async fn send_loop(
                 if *stop.borrow() && window.is_empty() {
                     break 'session String::new();
                 }
-                let wait_more = room > 0 && !sent && !*stop.borrow();
-                let full = room == 0 || wbytes >= WINDOW_BYTES;
+                let wait_more = can_take && !sent && !*stop.borrow();
+                let full = !can_take || room == 0;
                 let ack = tokio::select! {
                     biased;
                     a = conn.ack() => Some(a),
@@ -343,18 +352,34 @@ async fn send_loop(
                     None => {}
                     Some(Err(e)) => break 'session e,
                     Some(Ok(t)) => {
+                        // Every acknowledgement already received is taken in one go: one spool
+                        // update per wake-up, not per record.
+                        let mut upto = t;
+                        let mut broken = None;
+                        while let Some(a) = conn.try_ack() {
+                            match a {
+                                Ok(t) => upto = t,
+                                Err(e) => {
+                                    broken = Some(e);
+                                    break;
+                                }
+                            }
+                        }
                         let mut n = 0;
                         let mut last = None;
                         while let Some(f) = window.pop_front() {
                             n += 1;
                             wbytes -= f.rec.msg.len();
                             last = Some(f.pos);
-                            if f.txnr == t {
+                            if f.txnr == upto {
                                 break;
                             }
                         }
                         if let Some(p) = last {
                             spool.ack(p, n, false)?;
+                        }
+                        if let Some(e) = broken {
+                            break 'session e;
                         }
                     }
                 }
@@ -379,6 +404,30 @@ async fn send_loop(
         }
     }
     Ok(())
+}
+
+/// Persists the sink's acknowledged position every 100 ms, on a blocking thread: the fsyncs
+/// stay off the sender's task, and a kill -9 resends at most the last 100 ms.
+async fn ack_loop(spool: Arc<Spool>, log: Log, mut stop: watch::Receiver<bool>) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => return,
+        }
+        let s = spool.clone();
+        let r = tokio::task::spawn_blocking(move || s.save_ack()).await;
+        match r {
+            Ok(Err(e)) if !failing => {
+                log(&format!(
+                    "cannot save the acknowledged position: {e}; retrying"
+                ));
+                failing = true;
+            }
+            Ok(Ok(())) => failing = false,
+            _ => {}
+        }
+    }
 }
 
 async fn status_loop(

@@ -20,7 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::record::{Record, Source};
 use crate::{io_err, Error, Result};
@@ -109,10 +109,20 @@ struct Inner {
     read: Pos,
     read_index: u64,
     acked: Pos,
-    ack_saved: Instant,
     checkpoints: BTreeMap<String, Checkpoint>,
     counters: Counters,
     closed: bool,
+    /// The sender's open segment, positioned at `read`: reopening and refilling a buffer on
+    /// every `take` copied the segment's next 256 KiB per call, most of the shipper's CPU.
+    cursor: Option<Cursor>,
+}
+
+/// A buffered reader of segment `seg`, at byte `off` of it.
+#[derive(Debug)]
+struct Cursor {
+    seg: u64,
+    off: u64,
+    rd: std::io::BufReader<File>,
 }
 
 /// The spool directory of one shipper.
@@ -122,6 +132,8 @@ pub struct Spool {
     seg_bytes: u64,
     when_full: WhenFull,
     inner: Mutex<Inner>,
+    /// The acknowledged position as `ack.json` last holds it; the lock orders those writes.
+    ack_file: Mutex<Pos>,
     space: Condvar,
     /// Wakes the sender when records arrive.
     pub arrived: tokio::sync::Notify,
@@ -295,11 +307,12 @@ impl Spool {
                 read,
                 read_index,
                 acked: read,
-                ack_saved: Instant::now(),
                 checkpoints,
                 counters,
                 closed: false,
+                cursor: None,
             }),
+            ack_file: Mutex::new(acked),
             space: Condvar::new(),
             arrived: tokio::sync::Notify::new(),
             log,
@@ -416,17 +429,20 @@ impl Spool {
         }
         let id = g.tail_id;
         let path = seg_path(&self.dir, id);
-        {
-            let f = g.tail.as_mut().expect("tail opened above");
-            let mut all = Vec::with_capacity(size as usize);
-            for fr in &frames {
-                all.extend_from_slice(fr);
-            }
-            // The write and fsync happen under the lock: the sender must not see bytes that are
-            // not durable, and only this thread writes.
-            f.write_all(&all).map_err(|e| io_err(&path, e))?;
-            f.sync_data().map_err(|e| io_err(&path, e))?;
+        // The write and fsync happen outside the lock, so the sender's takes and acks do not
+        // wait for the disk: only this thread appends (and rotates or drops segments), and the
+        // sender reads a segment only up to `seg.bytes`, which counts the batch once it is
+        // durable.
+        let mut f = g.tail.take().expect("tail opened above");
+        drop(g);
+        let mut all = Vec::with_capacity(size as usize);
+        for fr in &frames {
+            all.extend_from_slice(fr);
         }
+        f.write_all(&all).map_err(|e| io_err(&path, e))?;
+        f.sync_data().map_err(|e| io_err(&path, e))?;
+        let mut g = self.lock();
+        g.tail = Some(f);
         let seg = g.segs.entry(id).or_default();
         seg.bytes += size;
         seg.records += batch.len() as u64;
@@ -526,20 +542,42 @@ impl Spool {
                 break;
             }
             let path = seg_path(&self.dir, g.read.seg);
-            let mut f = File::open(&path).map_err(|e| io_err(&path, e))?;
-            f.seek(SeekFrom::Start(g.read.off))
-                .map_err(|e| io_err(&path, e))?;
-            let mut rd =
-                std::io::BufReader::with_capacity(256 << 10, f.take(seg.bytes - g.read.off));
-            while out.len() < max && bytes < max_bytes {
-                match read_frame(&mut rd) {
+            let read = g.read;
+            let mut cur = match g.cursor.take() {
+                Some(c) if c.seg == read.seg && c.off == read.off => c,
+                _ => {
+                    let mut f = File::open(&path).map_err(|e| io_err(&path, e))?;
+                    f.seek(SeekFrom::Start(read.off))
+                        .map_err(|e| io_err(&path, e))?;
+                    Cursor {
+                        seg: read.seg,
+                        off: read.off,
+                        rd: std::io::BufReader::with_capacity(256 << 10, f),
+                    }
+                }
+            };
+            // A batch counts in `seg.bytes` once it is written and fsync'd; the file may already
+            // hold the next one past it (the writer appends outside the lock). Frames are taken
+            // only below `seg.bytes`; bytes the buffer read ahead of it stay valid (segments are
+            // append-only) and are decoded once they count.
+            while out.len() < max && bytes < max_bytes && cur.off < seg.bytes {
+                match read_frame(&mut cur.rd) {
                     Ok(Some((r, n))) => {
-                        g.read.off += n;
+                        cur.off += n;
+                        g.read.off = cur.off;
                         g.read_index += 1;
                         bytes += r.msg.len();
                         out.push((g.read, r));
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        return Err(Error::Spool {
+                            path: path.display().to_string(),
+                            cause: format!(
+                                "the segment ends at byte {}, {} were written",
+                                cur.off, seg.bytes
+                            ),
+                        })
+                    }
                     Err(cause) => {
                         return Err(Error::Spool {
                             path: path.display().to_string(),
@@ -548,12 +586,35 @@ impl Spool {
                     }
                 }
             }
+            g.cursor = Some(cur);
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
         }
         Ok(out)
     }
 
+    /// Writes `ack.json` if `pos` is not what it holds.
+    fn write_ack(&self, pos: Pos) -> Result<()> {
+        let mut last = self.ack_file.lock().unwrap_or_else(|p| p.into_inner());
+        if *last != pos {
+            let b = serde_json::to_vec(&pos).expect("JSON of plain data");
+            write_durable(&self.dir, "ack.json", &b)?;
+            *last = pos;
+        }
+        Ok(())
+    }
+
+    /// Persists the acknowledged position (the pipeline calls this every 100 ms, off the
+    /// sender's task: a position older than the sink's only means records sent again).
+    pub fn save_ack(&self) -> Result<()> {
+        let pos = self.lock().acked;
+        self.write_ack(pos)
+    }
+
     /// Records that the sink acknowledged everything before `pos` (`n` more records). Deletes
-    /// segments wholly behind it; persists the position at most every 100 ms unless `force`.
+    /// segments wholly behind it, after persisting the position; otherwise persists it only
+    /// if `force` (see [`Spool::save_ack`]).
     pub fn ack(&self, pos: Pos, n: u64, force: bool) -> Result<()> {
         let mut g = self.lock();
         if pos > g.acked {
@@ -566,12 +627,8 @@ impl Spool {
             .copied()
             .filter(|&k| k < g.acked.seg && k != g.tail_id)
             .collect();
-        let due =
-            force || !behind.is_empty() || g.ack_saved.elapsed() >= Duration::from_millis(100);
-        if due {
-            let b = serde_json::to_vec(&g.acked).expect("JSON of plain data");
-            write_durable(&self.dir, "ack.json", &b)?;
-            g.ack_saved = Instant::now();
+        if force || !behind.is_empty() {
+            self.write_ack(g.acked)?;
         }
         if !behind.is_empty() {
             self.save_checkpoints(&g)?;
@@ -590,8 +647,7 @@ impl Spool {
     /// Persists everything (shutdown).
     pub fn flush(&self) -> Result<()> {
         let g = self.lock();
-        let b = serde_json::to_vec(&g.acked).expect("JSON of plain data");
-        write_durable(&self.dir, "ack.json", &b)?;
+        self.write_ack(g.acked)?;
         self.save_checkpoints(&g)?;
         self.save_counters(&g)
     }

@@ -123,6 +123,14 @@ impl Conn {
         }
     }
 
+    /// An acknowledgement already received, without waiting.
+    pub fn try_ack(&mut self) -> Option<relp::Ack> {
+        match self {
+            Self::Relp(c) => c.try_ack(),
+            _ => None,
+        }
+    }
+
     pub async fn close(self) {
         match self {
             Self::Relp(c) => c.close().await,

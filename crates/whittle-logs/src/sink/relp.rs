@@ -101,6 +101,11 @@ impl Relp {
             .unwrap_or_else(|| Err("connection closed".into()))
     }
 
+    /// An acknowledgement already received, without waiting.
+    pub fn try_ack(&mut self) -> Option<Ack> {
+        self.acks.try_recv().ok()
+    }
+
     /// Closes the session politely (shutdown); errors are of no interest then.
     pub async fn close(mut self) {
         if self.frame("close", b"").await.is_ok() && self.flush().await.is_ok() {
@@ -139,27 +144,61 @@ async fn read_responses(
     let _ = tx.send(Err(cause));
 }
 
+/// Asks the kernel to acknowledge what arrives on `r` at once. rsyslog writes each `rsp` as a
+/// small segment with Nagle's algorithm on; with our delayed ACK (40 ms) in between, a full
+/// window waited 40 ms per round trip and throughput was the window size × 25 per second
+/// (measured: 1024 records → 23k lines/s). The flag does not stick, so it is set again before
+/// each read from the socket.
+fn quickack(r: &tokio::net::tcp::OwnedReadHalf) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, owned by `r` for the call; the option value is a
+    // c_int that outlives it. A failure only means delayed ACKs, so it is ignored.
+    unsafe {
+        libc::setsockopt(
+            r.as_ref().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The next header token and the byte that ended it (space or LF), scanned in the reader's
+/// buffer rather than one read call per byte.
 async fn read_token(
     r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
 ) -> Result<(String, u8), String> {
     let mut tok = Vec::new();
     loop {
-        let mut b = [0u8; 1];
-        match r.read(&mut b).await {
-            Ok(0) => return Err("connection closed by the server".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("receive: {e}")),
+        if r.buffer().is_empty() {
+            quickack(r.get_ref());
         }
-        if b[0] == b' ' || b[0] == b'\n' {
-            if tok.is_empty() && b[0] == b'\n' {
-                continue;
+        let buf = r.fill_buf().await.map_err(|e| format!("receive: {e}"))?;
+        if buf.is_empty() {
+            return Err("connection closed by the server".into());
+        }
+        let mut used = 0;
+        let mut end = None;
+        for &b in buf {
+            used += 1;
+            if b == b' ' || b == b'\n' {
+                if tok.is_empty() && b == b'\n' {
+                    continue;
+                }
+                end = Some(b);
+                break;
             }
-            return Ok((String::from_utf8_lossy(&tok).into_owned(), b[0]));
+            if tok.len() > 32 {
+                return Err("malformed RELP frame header".into());
+            }
+            tok.push(b);
         }
-        if tok.len() > 32 {
-            return Err("malformed RELP frame header".into());
+        r.consume(used);
+        if let Some(b) = end {
+            return Ok((String::from_utf8_lossy(&tok).into_owned(), b));
         }
-        tok.push(b[0]);
     }
 }
 
