@@ -11,12 +11,14 @@ mod container;
 mod error;
 pub mod logstream;
 pub mod procfs;
+mod stop;
 pub mod swarm;
 pub mod target;
 pub mod watch;
 
 pub use container::{Container, NetworkMode, PublishedPort};
 pub use error::{Error, Result};
+pub use stop::Stop;
 pub use target::{Resolved, Target};
 
 use std::collections::HashMap;

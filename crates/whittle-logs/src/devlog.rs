@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
-use tokio::signal::unix::{signal, SignalKind};
 use whittle_engine::procfs::ProcRoot;
 use whittle_engine::watch::Watcher;
-use whittle_engine::Engine;
+use whittle_engine::{Engine, Stop};
 
 use crate::pipeline::{Item, Options as PipeOptions, Pipeline};
 use crate::record::{Record, Source};
@@ -166,8 +165,7 @@ pub fn parse_datagram(d: &[u8]) -> (Option<u8>, &[u8]) {
 }
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| io_err("SIGTERM handler", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| io_err("SIGINT handler", e))?;
+    let mut stop = Stop::install().map_err(|e| io_err("SIGTERM/SIGINT handlers", e))?;
     if !opts.dir.is_dir() {
         return Err(Error::Usage(format!(
             "{}: not a directory (create it; containers mount it, e.g. -v {}:/dev/log.d)",
@@ -175,7 +173,13 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
             opts.dir.display()
         )));
     }
-    let engine = Engine::connect_negotiated(opts.host.as_deref()).await?;
+    let Some(engine) = stop
+        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
+        .await
+    else {
+        return Ok(());
+    };
+    let engine = engine?;
     let pipe = Pipeline::start(&opts.pipe, log.clone())?;
     let wlog = log.clone();
     let watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), true, move |m| wlog(m));
@@ -258,8 +262,7 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                 let cause = failed.borrow().clone().unwrap_or_default();
                 break Err(Error::Usage(format!("stopped: {cause}")));
             }
-            _ = term.recv() => { log("SIGTERM: stopping"); break Ok(()); }
-            _ = int.recv() => { log("SIGINT: stopping"); break Ok(()); }
+            s = stop.recv() => { log(&format!("{s}: stopping")); break Ok(()); }
         }
     };
     drop(watcher);

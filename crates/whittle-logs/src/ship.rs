@@ -10,12 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use whittle_engine::logstream::{LogRequest, Since, Stream};
 use whittle_engine::procfs::ProcRoot;
 use whittle_engine::watch::Watcher;
-use whittle_engine::{Container, Engine};
+use whittle_engine::{Container, Engine, Stop};
 
 use crate::pipeline::{Item, Options as PipeOptions, Pipeline, StreamStatus};
 use crate::record::{Record, Source};
@@ -97,13 +96,14 @@ struct Done {
 }
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| io_err("SIGTERM handler", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| io_err("SIGINT handler", e))?;
-    let engine = tokio::select! {
-        e = Engine::connect_negotiated(opts.host.as_deref()) => e?,
-        _ = term.recv() => return Ok(()),
-        _ = int.recv() => return Ok(()),
+    let mut stop = Stop::install().map_err(|e| io_err("SIGTERM/SIGINT handlers", e))?;
+    let Some(engine) = stop
+        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
+        .await
+    else {
+        return Ok(());
     };
+    let engine = engine?;
     let pipe = Pipeline::start(&opts.pipe, log.clone())?;
     let wlog = log.clone();
     let mut watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), false, move |m| wlog(m));
@@ -237,8 +237,7 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                 let cause = failed.borrow().clone().unwrap_or_default();
                 break Err(Error::Usage(format!("stopped: {cause}")));
             }
-            _ = term.recv() => { log("SIGTERM: stopping"); break Ok(()); }
-            _ = int.recv() => { log("SIGINT: stopping"); break Ok(()); }
+            s = stop.recv() => { log(&format!("{s}: stopping")); break Ok(()); }
         }
     };
     for (_, t) in active.drain() {

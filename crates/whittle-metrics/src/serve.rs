@@ -16,10 +16,9 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use whittle_engine::procfs::ProcRoot;
 use whittle_engine::watch::Watcher;
-use whittle_engine::Engine;
+use whittle_engine::{Engine, Stop};
 
 use crate::archive::ArchiveWriter;
 use crate::openmetrics::{render, Format};
@@ -55,20 +54,18 @@ pub fn run(opts: Options, log: Log) -> Result<()> {
 }
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| io_err("SIGTERM handler", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| io_err("SIGINT handler", e))?;
-
-    let engine = tokio::select! {
-        e = Engine::connect_negotiated(opts.host.as_deref()) => e?,
-        _ = term.recv() => return Ok(()),
-        _ = int.recv() => return Ok(()),
+    let mut stop = Stop::install().map_err(|e| io_err("SIGTERM/SIGINT handlers", e))?;
+    let Some(engine) = stop
+        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
+        .await
+    else {
+        return Ok(());
     };
+    let engine = engine?;
     let wlog = log.clone();
     let mut watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), true, move |m| wlog(m));
-    tokio::select! {
-        _ = watcher.synced() => {}
-        _ = term.recv() => return Ok(()),
-        _ = int.recv() => return Ok(()),
+    if stop.or_stop(watcher.synced()).await.is_none() {
+        return Ok(());
     }
     let collector = Collector::new(ProcRoot::real())?;
     // A first collection before anything is served: a scrape never sees an empty page.
@@ -159,8 +156,7 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                     });
                 }
             }
-            _ = term.recv() => { log("SIGTERM: stopping"); break; }
-            _ = int.recv() => { log("SIGINT: stopping"); break; }
+            s = stop.recv() => { log(&format!("{s}: stopping")); break; }
         }
     }
     if let Some(dir) = &opts.state_dir {

@@ -22,11 +22,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 use whittle_engine::procfs::ProcRoot;
 use whittle_engine::watch::{Change, Watcher};
-use whittle_engine::Engine;
+use whittle_engine::{Engine, Stop};
 
 pub(crate) use error::io_err;
 pub use error::{Error, Result};
@@ -77,23 +76,22 @@ pub fn run(opts: Options, log: Log) -> Result<()> {
 }
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| io_err("SIGTERM handler", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| io_err("SIGINT handler", e))?;
+    let mut stop = Stop::install().map_err(|e| io_err("SIGTERM/SIGINT handlers", e))?;
     std::fs::create_dir_all(&opts.state_dir).map_err(|e| io_err(opts.state_dir.display(), e))?;
-    let engine = tokio::select! {
-        e = Engine::connect_negotiated(opts.host.as_deref()) => e?,
-        _ = term.recv() => return Ok(()),
-        _ = int.recv() => return Ok(()),
+    let Some(engine) = stop
+        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
+        .await
+    else {
+        return Ok(());
     };
+    let engine = engine?;
     let wlog = log.clone();
     let mut watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), true, move |m| wlog(m));
     // Subscribed before the first sync finishes: nothing between the listing and the first
     // event is lost (the watcher replays events since before its listing).
     let mut changes = watcher.subscribe();
-    tokio::select! {
-        _ = watcher.synced() => {}
-        _ = term.recv() => return Ok(()),
-        _ = int.recv() => return Ok(()),
+    if stop.or_stop(watcher.synced()).await.is_none() {
+        return Ok(());
     }
     let (mut router, mut probes) = router::Router::new(opts, log.clone(), engine);
     router.start(&watcher.current()).await?;
@@ -146,8 +144,7 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
             Some(p) = probes.recv() => router.on_probe(p, &watcher.current()).await,
             Some(e) = urgent.recv() => router.on_urgent(e, &watcher.current()).await,
             _ = tick.tick() => router.tick(&watcher.current()).await,
-            _ = term.recv() => { log("SIGTERM: stopping (HAProxy keeps serving)"); break; }
-            _ = int.recv() => { log("SIGINT: stopping (HAProxy keeps serving)"); break; }
+            s = stop.recv() => { log(&format!("{s}: stopping (HAProxy keeps serving)")); break; }
         }
     }
     router.write_state(&watcher.current());
