@@ -792,7 +792,7 @@ fn a_swarm_service_scales_and_rolls_without_errors() {
 }
 
 /// Issue test 8, short: 40 containers across 8 services are all routed soon after start, with
-/// at most 2 Engine API calls per event afterwards. (`scripts/bench-route` runs 200 across 20.)
+/// at most 2 Engine API calls per event afterwards. (`scripts/bench-route` runs 200 across 20: PHASES=scale.)
 #[test]
 fn many_containers_sync_at_start() {
     let _one = loaded();
