@@ -6,6 +6,8 @@ use std::future::Future;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::{Engine, Result};
+
 /// The two stop signals, installed once at a command's start.
 #[derive(Debug)]
 pub struct Stop {
@@ -27,6 +29,13 @@ impl Stop {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+
+    /// [`Engine::connect_negotiated`], or `Ok(None)` when a stop signal comes first.
+    pub async fn connect(&mut self, host: Option<&str>) -> Result<Option<Engine>> {
+        self.or_stop(Engine::connect_negotiated(host))
+            .await
+            .transpose()
     }
 
     /// `fut`'s output, or `None` when a stop signal comes first.

@@ -19,7 +19,7 @@ use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 use whittle_engine::procfs::ProcRoot;
 use whittle_engine::watch::Watcher;
-use whittle_engine::{Engine, Stop};
+use whittle_engine::Stop;
 
 use crate::pipeline::{Item, Options as PipeOptions, Pipeline};
 use crate::record::{Record, Source};
@@ -173,13 +173,9 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
             opts.dir.display()
         )));
     }
-    let Some(engine) = stop
-        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
-        .await
-    else {
+    let Some(engine) = stop.connect(opts.host.as_deref()).await? else {
         return Ok(());
     };
-    let engine = engine?;
     let pipe = Pipeline::start(&opts.pipe, log.clone())?;
     let wlog = log.clone();
     let watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), true, move |m| wlog(m));

@@ -97,13 +97,9 @@ struct Done {
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
     let mut stop = Stop::install().map_err(|e| io_err("SIGTERM/SIGINT handlers", e))?;
-    let Some(engine) = stop
-        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
-        .await
-    else {
+    let Some(engine) = stop.connect(opts.host.as_deref()).await? else {
         return Ok(());
     };
-    let engine = engine?;
     let pipe = Pipeline::start(&opts.pipe, log.clone())?;
     let wlog = log.clone();
     let mut watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), false, move |m| wlog(m));

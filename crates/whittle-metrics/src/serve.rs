@@ -55,13 +55,9 @@ pub fn run(opts: Options, log: Log) -> Result<()> {
 
 async fn run_async(opts: Options, log: Log) -> Result<()> {
     let mut stop = Stop::install().map_err(|e| io_err("SIGTERM/SIGINT handlers", e))?;
-    let Some(engine) = stop
-        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
-        .await
-    else {
+    let Some(engine) = stop.connect(opts.host.as_deref()).await? else {
         return Ok(());
     };
-    let engine = engine?;
     let wlog = log.clone();
     let mut watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), true, move |m| wlog(m));
     if stop.or_stop(watcher.synced()).await.is_none() {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use whittle_engine::procfs::ProcRoot;
 use whittle_engine::watch::{Change, Watcher};
-use whittle_engine::{Engine, Stop};
+use whittle_engine::Stop;
 
 pub(crate) use error::io_err;
 pub use error::{Error, Result};
@@ -78,13 +78,9 @@ pub fn run(opts: Options, log: Log) -> Result<()> {
 async fn run_async(opts: Options, log: Log) -> Result<()> {
     let mut stop = Stop::install().map_err(|e| io_err("SIGTERM/SIGINT handlers", e))?;
     std::fs::create_dir_all(&opts.state_dir).map_err(|e| io_err(opts.state_dir.display(), e))?;
-    let Some(engine) = stop
-        .or_stop(Engine::connect_negotiated(opts.host.as_deref()))
-        .await
-    else {
+    let Some(engine) = stop.connect(opts.host.as_deref()).await? else {
         return Ok(());
     };
-    let engine = engine?;
     let wlog = log.clone();
     let mut watcher = Watcher::spawn(engine.clone(), ProcRoot::real(), true, move |m| wlog(m));
     // Subscribed before the first sync finishes: nothing between the listing and the first
