@@ -337,7 +337,6 @@ async fn send_loop(
                     break 'session String::new();
                 }
                 let wait_more = can_take && !sent && !*stop.borrow();
-                let full = !can_take || room == 0;
                 let ack = tokio::select! {
                     biased;
                     a = conn.ack() => Some(a),
@@ -346,7 +345,7 @@ async fn send_loop(
                     _ = tokio::time::sleep(Duration::from_secs(3)), if *stop.borrow() => {
                         break 'session "stopping with unacknowledged records (they are resent next time)".to_string();
                     }
-                    _ = std::future::ready(()), if sent && !full => None,
+                    _ = std::future::ready(()), if sent && can_take => None,
                 };
                 match ack {
                     None => {}

@@ -288,6 +288,14 @@ impl Route {
     }
 }
 
+/// The `whittle: error:` lines of a command's stderr (a refusal must be exactly one).
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("whittle: error:"))
+        .collect()
+}
+
 fn id12(c: &TestContainer) -> String {
     c.id[..12].to_string()
 }
@@ -1120,11 +1128,7 @@ fn attach_refuses_a_backend_that_cannot_take_dynamic_servers() {
             sock.display(),
             r.stderr
         );
-        let errors: Vec<&str> = r
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("whittle: error:"))
-            .collect();
+        let errors = error_lines(&r.stderr);
         assert!(
             errors.len() == 1
                 && errors[0].contains(&sock.display().to_string())
@@ -1166,11 +1170,7 @@ fn attach_refuses_a_backend_that_cannot_take_dynamic_servers() {
             ],
         );
         assert_eq!(r.code, Some(1), "{svc}: route run --attach: {}", r.stderr);
-        let errors: Vec<&str> = r
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("whittle: error:"))
-            .collect();
+        let errors = error_lines(&r.stderr);
         assert!(
             errors.len() == 1
                 && errors[0].contains(&format!("backend {svc}: "))
