@@ -236,10 +236,13 @@ impl Engine {
     ///
     /// The engine takes `tail` from the end of the whole log and only then applies `until`, so
     /// the window holds the whole line only if it also holds an older entry: without one the
-    /// answer is `None` (not verified), never a line cut at the window's edge. The window is a
-    /// few entries more than the line's chunks: a line worth checking was just written, near
-    /// the end; a reader far behind the end reads a finished stretch of the file, which the
-    /// follow stream does not garble.
+    /// answer is `None` (not verified), never a line cut at the window's edge. A line worth
+    /// checking was just written, near the end, so the first window is a few entries more
+    /// than its chunks and a wider one is read only when that held nothing older: each read
+    /// makes the engine decode and send the whole window, and a window of 64 entries among
+    /// long lines is megabytes per check. A reader far behind the end reads a finished
+    /// stretch of the file, which the follow stream does not garble; there the windows miss
+    /// and the line stands as read.
     async fn line_at(
         &self,
         id: &str,
@@ -247,33 +250,50 @@ impl Engine {
         ts_ns: u64,
         chunks: u32,
     ) -> Result<Option<Vec<u8>>> {
-        let q = format!(
-            "/v1.41/containers/{id}/logs?timestamps=1&{}=1&follow=0&until={}&tail={}",
-            stream.as_str(),
-            since_param(ts_ns),
-            u64::from(chunks) + 64
-        );
-        let Some(mut body) = self.get_raw(id, &q).await? else {
-            return Ok(None);
-        };
-        let mut raw = Vec::new();
-        while let Some(f) = body.frame().await {
-            let f = f.map_err(|e| Error::Api {
-                host: self.host().to_string(),
-                what: format!("logs of {id}"),
-                cause: e.to_string(),
-            })?;
-            if let Ok(d) = f.into_data() {
-                raw.extend_from_slice(&d);
+        for extra in [8, 64] {
+            let q = format!(
+                "/v1.41/containers/{id}/logs?timestamps=1&{}=1&follow=0&until={}&tail={}",
+                stream.as_str(),
+                since_param(ts_ns),
+                u64::from(chunks) + extra
+            );
+            let Some(mut body) = self.get_raw(id, &q).await? else {
+                return Ok(None);
+            };
+            let mut raw = Vec::new();
+            while let Some(f) = body.frame().await {
+                let f = f.map_err(|e| Error::Api {
+                    host: self.host().to_string(),
+                    what: format!("logs of {id}"),
+                    cause: e.to_string(),
+                })?;
+                if let Ok(d) = f.into_data() {
+                    raw.extend_from_slice(&d);
+                }
+            }
+            match line_in(&raw, ts_ns) {
+                Found::Line(l) => return Ok(Some(l)),
+                Found::NothingOlder => {}
+                Found::NoEnd => return Ok(None),
             }
         }
-        Ok(line_in(&raw, ts_ns))
+        Ok(None)
     }
 }
 
-/// The line with timestamp `ts_ns` in a multiplexed log, if the log also holds an entry older
-/// than it (so the line's first chunk is in it) and the line's last chunk.
-fn line_in(raw: &[u8], ts_ns: u64) -> Option<Vec<u8>> {
+/// What a window of the log store says about one line.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// The whole line: the window holds an entry older than it, and its last chunk.
+    Line(Vec<u8>),
+    /// Nothing older than the line: its first chunks may be outside the window.
+    NothingOlder,
+    /// An older entry, but not the line's last chunk.
+    NoEnd,
+}
+
+/// The line with timestamp `ts_ns` in a multiplexed log.
+fn line_in(raw: &[u8], ts_ns: u64) -> Found {
     let mut older = false;
     let mut line = Vec::new();
     for payload in split_frames(raw) {
@@ -284,13 +304,17 @@ fn line_in(raw: &[u8], ts_ns: u64) -> Option<Vec<u8>> {
             match content.strip_suffix(b"\n") {
                 Some(c) => {
                     line.extend_from_slice(c);
-                    return Some(line);
+                    return Found::Line(line);
                 }
                 None => line.extend_from_slice(content),
             }
         }
     }
-    None
+    if older {
+        Found::NoEnd
+    } else {
+        Found::NothingOlder
+    }
 }
 
 async fn send<S>(
@@ -679,19 +703,19 @@ mod tests {
             b"2026-12-04T18:00:00.000000002Z aa",
             b"2026-12-04T18:00:00.000000002Z b\n",
         ]);
-        assert_eq!(line_in(&whole, t), Some(b"aaaab".to_vec()));
+        assert_eq!(line_in(&whole, t), Found::Line(b"aaaab".to_vec()));
         // The engine's `tail` window began inside the line: its first chunk may be missing.
         let cut = framed(&[
             b"2026-12-04T18:00:00.000000002Z aa",
             b"2026-12-04T18:00:00.000000002Z b\n",
         ]);
-        assert_eq!(line_in(&cut, t), None);
+        assert_eq!(line_in(&cut, t), Found::NothingOlder);
         // The line's last chunk is not in the log yet.
         let open = framed(&[
             b"2026-12-04T18:00:00.000000001Z before\n",
             b"2026-12-04T18:00:00.000000002Z aa",
         ]);
-        assert_eq!(line_in(&open, t), None);
+        assert_eq!(line_in(&open, t), Found::NoEnd);
     }
 
     #[test]

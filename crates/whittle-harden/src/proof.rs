@@ -92,6 +92,18 @@ pub fn differences(base: &RunResult, hard: &RunResult, server: bool) -> Vec<Stri
     let mut d = Vec::new();
     if let Some(e) = &hard.error {
         d.push(format!("the container did not run: {e}"));
+        // Name what the unconfined run answered and the hardened one never got to: whether
+        // the app died before or after its pid was seen is a race, the answer must not be.
+        for b in &base.probes {
+            let line = format!(
+                "{}: unconfined {} / hardened not tried (the container was gone)",
+                b.probe,
+                b.summary()
+            );
+            if !d.contains(&line) {
+                d.push(line);
+            }
+        }
         return d;
     }
     let n = base.probes.len().max(1);

@@ -51,6 +51,9 @@ pub struct Record {
     pub no_newline: bool,
     /// devlog: the sender's pid.
     pub pid: Option<u32>,
+    /// As bytes, not a sequence of u8: serde would otherwise encode and decode it one byte at a
+    /// time (postcard's encoding is the same either way: a length, then the bytes).
+    #[serde(with = "serde_bytes")]
     pub msg: Vec<u8>,
 }
 

@@ -88,6 +88,8 @@ pub fn run(opts: Options, log: Log) -> Result<()> {
 struct Done {
     key: String,
     id: String,
+    /// The container's `StartedAt` when the stream was opened.
+    started_at: String,
     /// How far the reader got (also after an error: what it sent is not read again).
     cp: Checkpoint,
     error: Option<Error>,
@@ -111,7 +113,9 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
     ));
     let mut taken: BTreeMap<String, Checkpoint> = pipe.spool.checkpoints();
     let mut active: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut not_before: HashMap<String, Instant> = HashMap::new();
+    // A stream read to its end waits REOPEN_DELAY before it is opened again, unless its
+    // container started again meanwhile (its `StartedAt` then differs from the one kept here).
+    let mut not_before: HashMap<String, (Instant, String)> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut failed = pipe.failed.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -128,13 +132,20 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                 ));
             }
             for c in inv.containers.values().filter(|c| wanted(&opts, c)) {
+                // Never started: no log yet; its start event brings it back.
+                if c.state == "created" {
+                    continue;
+                }
                 for stream in [Stream::Stdout, Stream::Stderr] {
                     let src = source(stream);
                     let k = key(&c.id, src);
                     if active.contains_key(&k) {
                         continue;
                     }
-                    if not_before.get(&k).is_some_and(|t| Instant::now() < *t) {
+                    if not_before
+                        .get(&k)
+                        .is_some_and(|(t, run)| Instant::now() < *t && *run == c.started_at)
+                    {
                         continue;
                     }
                     let cp = taken.get(&k).cloned().unwrap_or_default();
@@ -187,12 +198,16 @@ async fn run_async(opts: Options, log: Log) -> Result<()> {
                 }
             }
         }
+        let now = Instant::now();
+        not_before.retain(|_, (t, _)| *t > now);
+        let retry = not_before.values().map(|(t, _)| *t).min();
         tokio::select! {
             _ = watcher.changed() => {}
             _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now).into()), if retry.is_some() => {}
             Some(d) = done_rx.recv() => {
                 active.remove(&d.key);
-                not_before.insert(d.key.clone(), Instant::now() + whittle_engine::logstream::REOPEN_DELAY);
+                not_before.insert(d.key.clone(), (Instant::now() + whittle_engine::logstream::REOPEN_DELAY, d.started_at.clone()));
                 if let Some(st) = pipe.shared.lock().unwrap_or_else(|p| p.into_inner()).streams.get_mut(&d.key) {
                     st.active = false;
                 }
@@ -333,6 +348,7 @@ async fn read_stream(
     let _ = done.send(Done {
         key: k,
         id: c.id.clone(),
+        started_at: c.started_at.clone(),
         cp,
         error: result.err(),
         replayed,

@@ -629,3 +629,141 @@ fn bad_sink_and_missing_status_are_one_line_errors() {
         r.stderr
     );
 }
+
+/// The "picked up from events within 1 s of start": containers started one after
+/// another while the shipper runs (one of them created first and started 1.5 s later) each
+/// have their first line in the sink less than a second after the engine stamped it. A
+/// container only created has no log and is not read.
+#[test]
+fn started_containers_are_picked_up_within_a_second() {
+    let dir = tempdir("logs-pickup");
+    let spool = dir.path().join("spool");
+    let out = dir.path().join("out.jsonl");
+    let log = dir.path().join("ship.log");
+    let label = format!("org.whittle.test.logs={}", unique("logs-pickup"));
+    let args: Vec<String> = [
+        "logs",
+        "ship",
+        "--to",
+        &format!("file:{}", out.display()),
+        "--spool",
+        &spool.display().to_string(),
+        "--filter",
+        &format!("label={label}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut ship = shipper("whittle logs ship", &args, &log);
+    wait_for("the shipper's first sync", Duration::from_secs(30), || {
+        ship.log_text()
+            .contains("engine inventory synced")
+            .then_some(())
+    });
+    // Watch the sink from now on, beside the starts: when did each container's first record
+    // appear, and what did the engine stamp it?
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (out, stop) = (out.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock after 1970")
+                    .as_secs_f64();
+                for l in std::fs::read(&out)
+                    .unwrap_or_default()
+                    .split(|&b| b == b'\n')
+                {
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) else {
+                        continue;
+                    };
+                    let id = v["id"].as_str().unwrap_or_default().to_string();
+                    if seen.contains_key(&id) || v["msg"] != "first" {
+                        continue;
+                    }
+                    let ts = humantime::parse_rfc3339(v["ts"].as_str().unwrap_or_default())
+                        .expect("RFC 3339 ts")
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("after 1970")
+                        .as_secs_f64();
+                    seen.insert(id, (now, ts));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+    let py = fixture_image("python");
+    let prog = "import time\nprint('first', flush=True)\ntime.sleep(3)\n";
+    // `docker create`, then `docker start` later; removed on drop like the others.
+    let name = unique("logs-pickup-created");
+    let r = run(
+        "docker",
+        &os![
+            "create",
+            "--label",
+            common::runtime::TEST_LABEL,
+            "--label",
+            &label,
+            "--name",
+            &name,
+            &py,
+            "python3",
+            "-c",
+            prog
+        ],
+    );
+    assert_eq!(r.code, Some(0), "docker create: {}", r.stderr);
+    let created = TestContainer {
+        name: name.clone(),
+        id: r.stdout.trim().to_string(),
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = run("docker", &os!["start", &created.id]);
+    assert_eq!(r.code, Some(0), "docker start: {}", r.stderr);
+    let mut all = vec![created];
+    for _ in 0..4 {
+        all.push(TestContainer::run(
+            "logs-pickup",
+            &["--label", &label, &py, "python3", "-c", prog],
+        ));
+    }
+    wait_for(
+        "every first line in the sink",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            all.iter().all(|t| text.contains(&t.id)).then_some(())
+        },
+    );
+    // (One more poll of the watcher after the last line arrived.)
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().expect("the sink watcher");
+    let mut c = common::Checks::new("started_containers_are_picked_up_within_a_second");
+    let mut report = String::from("logs pickup, engine stamp → sink:");
+    for t in &all {
+        let Some(ms) = seen.get(&t.id).map(|(s, ts)| (s - ts) * 1000.0) else {
+            c.check(false, || {
+                format!("{}: its first line never reached the sink", t.name)
+            });
+            continue;
+        };
+        report.push_str(&format!(" {ms:.0} ms"));
+        c.check(ms < 1000.0, || {
+            format!(
+                "{}: its first line reached the sink {ms:.0} ms after the engine stamped it",
+                t.name
+            )
+        });
+    }
+    common::report(&format!("{report}\n"));
+    let text = ship.log_text();
+    c.check(!text.contains("created, its log not read"), || {
+        format!("the shipper read a container that was only created:\n{text}")
+    });
+    ship.stop_with(libc::SIGTERM, Duration::from_secs(10));
+    c.finish();
+}
