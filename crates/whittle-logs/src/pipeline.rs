@@ -224,6 +224,11 @@ async fn send_loop(
     let mut window: VecDeque<Inflight> = VecDeque::new();
     let mut down: Option<(Instant, String)> = None;
     let mut backoff = Duration::from_millis(100);
+    // A sink that accepts the connection and then fails before acknowledging anything (a
+    // full disk, a file that refuses fsync, a server that closes at once) is retried with the
+    // same backoff as one that refuses to connect, and the same failure is logged once, then
+    // counted every 30 s: not a reconnect loop writing a log line per attempt.
+    let mut flapping: Option<(String, u64, Instant)> = None;
     let mut first = true;
     let set = |f: &dyn Fn(&mut Shared)| f(&mut shared.lock().unwrap_or_else(|p| p.into_inner()));
     'connect: loop {
@@ -245,6 +250,8 @@ async fn send_loop(
                 });
                 let since = down.take().map(|d| d.0).unwrap_or_else(Instant::now);
                 down = Some((since, e));
+                // Down, not flapping: its coming back is worth a line.
+                flapping = None;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => {}
@@ -253,16 +260,17 @@ async fn send_loop(
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
         let resend = window.len();
         let after = down
             .take()
             .map(|(t, _)| format!(" after {:.1}s down", t.elapsed().as_secs_f64()))
             .unwrap_or_default();
-        log(&format!(
-            "sink {} connected{after}; resending {resend} unacknowledged records",
-            opts.to
-        ));
+        if flapping.is_none() {
+            log(&format!(
+                "sink {} connected{after}; resending {resend} unacknowledged records",
+                opts.to
+            ));
+        }
         set(&|s| {
             s.sink_up = true;
             s.sink_error = None;
@@ -274,6 +282,7 @@ async fn send_loop(
         });
         first = false;
         let mut wbytes;
+        let mut progressed = false;
         let broke: String = 'session: {
             for f in window.iter_mut() {
                 match conn.send(&f.rec, &host).await {
@@ -318,6 +327,7 @@ async fn send_loop(
                 if conn.acks_on_flush() {
                     if let Some(last) = window.back() {
                         spool.ack(last.pos, window.len() as u64, false)?;
+                        progressed = true;
                         window.clear();
                         wbytes = 0;
                     }
@@ -376,6 +386,7 @@ async fn send_loop(
                         }
                         if let Some(p) = last {
                             spool.ack(p, n, false)?;
+                            progressed = true;
                         }
                         if let Some(e) = broken {
                             break 'session e;
@@ -388,11 +399,29 @@ async fn send_loop(
             conn.close().await;
             break 'connect;
         }
-        log(&format!(
-            "sink {} connection lost: {broke}; {} records in flight will be resent",
-            opts.to,
-            window.len()
-        ));
+        let again = !progressed && flapping.as_ref().is_some_and(|f| f.0 == broke);
+        if again {
+            if let Some(f) = flapping.as_mut() {
+                f.1 += 1;
+                if f.2.elapsed() >= Duration::from_secs(30) {
+                    log(&format!(
+                        "sink {} connection lost {} more times in {:.0} s, acknowledging nothing: {broke}",
+                        opts.to,
+                        f.1,
+                        f.2.elapsed().as_secs_f64()
+                    ));
+                    f.1 = 0;
+                    f.2 = Instant::now();
+                }
+            }
+        } else {
+            log(&format!(
+                "sink {} connection lost: {broke}; {} records in flight will be resent",
+                opts.to,
+                window.len()
+            ));
+            flapping = (!progressed).then(|| (broke.clone(), 0, Instant::now()));
+        }
         set(&|s| {
             s.sink_up = false;
             s.sink_error = Some(broke.clone());
@@ -400,6 +429,15 @@ async fn send_loop(
         down = Some((Instant::now(), broke));
         if *stop.borrow() {
             break;
+        }
+        if progressed {
+            backoff = Duration::from_millis(100);
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
     Ok(())

@@ -153,6 +153,9 @@ pub struct FileSink {
     file: std::io::BufWriter<std::fs::File>,
     size: u64,
     rotate_bytes: u64,
+    /// Not a regular file (`/dev/null`, a FIFO, a terminal): never renamed, and written
+    /// without fsync (which such files refuse with EINVAL).
+    special: bool,
 }
 
 const KEEP: u32 = 5;
@@ -164,18 +167,21 @@ impl FileSink {
             .append(true)
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let meta = f
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
             file: std::io::BufWriter::with_capacity(256 << 10, f),
-            size,
+            size: meta.len(),
             rotate_bytes,
+            special: !meta.file_type().is_file(),
         })
     }
 
     fn write(&mut self, line: &[u8]) -> Result<(), String> {
         use std::io::Write;
-        if self.size > 0 && self.size + line.len() as u64 > self.rotate_bytes {
+        if !self.special && self.size > 0 && self.size + line.len() as u64 > self.rotate_bytes {
             self.rotate()?;
         }
         self.file
@@ -189,7 +195,13 @@ impl FileSink {
         use std::io::Write;
         self.file
             .flush()
-            .and_then(|()| self.file.get_ref().sync_data())
+            .and_then(|()| {
+                if self.special {
+                    Ok(())
+                } else {
+                    self.file.get_ref().sync_data()
+                }
+            })
             .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
@@ -228,5 +240,17 @@ mod tests {
             .parse::<Target>()
             .unwrap_err()
             .contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn dev_null_is_written_never_synced_or_rotated() {
+        // fsync of /dev/null is EINVAL, and rotating it would rename /dev/null itself.
+        let mut f = FileSink::open(Path::new("/dev/null"), 10).expect("open /dev/null");
+        for _ in 0..3 {
+            f.write(b"a line longer than ten bytes\n").expect("write");
+        }
+        f.sync().expect("sync of /dev/null");
+        assert!(Path::new("/dev/null").exists());
+        assert!(!Path::new("/dev/null.1").exists());
     }
 }
