@@ -165,6 +165,7 @@ fn write_loop(mut rx: mpsc::Receiver<Item>, spool: &Spool) -> Result<()> {
     let mut permits = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = 0;
+        let mut lingered = false;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
@@ -181,6 +182,11 @@ fn write_loop(mut rx: mpsc::Receiver<Item>, spool: &Spool) -> Result<()> {
             }
             if batch.len() < 8192 && bytes < (4 << 20) {
                 next = rx.try_recv().ok();
+                if next.is_none() && !lingered {
+                    lingered = true;
+                    std::thread::sleep(LINGER);
+                    next = rx.try_recv().ok();
+                }
             }
         }
         spool.append(&batch)?;
@@ -192,6 +198,12 @@ fn write_loop(mut rx: mpsc::Receiver<Item>, spool: &Spool) -> Result<()> {
     }
     Ok(())
 }
+
+/// How long the writer waits for more records once the channel is empty, before it commits a
+/// batch: at a steady trickle from many containers every line would otherwise be its own
+/// batch, with its own fsync and its own wake-up of the sender; with it, 20 containers × 250
+/// lines/s made about 85 fsyncs a second, for 5 ms of a latency budget of a second.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The readers' in-memory budget: 8 MiB.
 const BUDGET_KIB: usize = 8 << 10;
