@@ -106,8 +106,9 @@ struct Joiner {
     /// The line being joined from partial chunks: first timestamp, bytes, parts emitted,
     /// chunks joined.
     partial: Option<(u64, Vec<u8>, u32, u32)>,
-    /// Length of the last chunk joined, and whether two consecutive chunks were identical.
-    last_chunk: usize,
+    /// (length, crc32) of each chunk of the line being joined, and whether one chunk equalled
+    /// an earlier one of the same line.
+    chunk_sums: Vec<(usize, u32)>,
     repeated: bool,
     ready: VecDeque<LogRecord>,
     skipped: u64,
@@ -175,7 +176,7 @@ impl Engine {
                 max: req.max_record.max(1),
                 since: req.since,
                 partial: None,
-                last_chunk: 0,
+                chunk_sums: Vec::new(),
                 repeated: false,
                 ready: VecDeque::new(),
                 skipped: 0,
@@ -471,11 +472,19 @@ impl Joiner {
             .take()
             .unwrap_or_else(|| (ts, Vec::new(), 0, 0));
         chunks += 1;
-        // The engine's chunks are 16 KiB: a chunk equal to the one before it is worth a check.
-        if chunks > 1 && content.len() == self.last_chunk && bytes.ends_with(content) {
-            self.repeated = true;
+        // A chunk equal to an earlier one of the same line is worth a check: the follow stream
+        // repeats one chunk, or a stretch of them (1 2 3 2 3 4), and a line can also repeat
+        // itself. Lines in one chunk, nearly all of them, are not hashed.
+        if chunks == 1 {
+            self.chunk_sums.clear();
         }
-        self.last_chunk = content.len();
+        if chunks > 1 || !complete {
+            let sum = (content.len(), crc32fast::hash(content));
+            if self.chunk_sums.contains(&sum) {
+                self.repeated = true;
+            }
+            self.chunk_sums.push(sum);
+        }
         let mut rest = content;
         while bytes.len() + rest.len() > max || (bytes.len() == max && !rest.is_empty()) {
             let take = max - bytes.len();
@@ -622,7 +631,7 @@ mod tests {
                 max,
                 since,
                 partial: None,
-                last_chunk: 0,
+                chunk_sums: Vec::new(),
                 repeated: false,
                 ready: VecDeque::new(),
                 skipped: 0,
@@ -645,6 +654,30 @@ mod tests {
         assert_eq!(r.1[0].part, 0);
         assert_eq!(r.1[1].bytes, b"next");
         assert_eq!(r.1[1].ts_ns - r.1[0].ts_ns, 1);
+    }
+
+    #[test]
+    fn a_chunk_equal_to_any_earlier_one_of_its_line_marks_it_for_a_check() {
+        let mut r = reader(1 << 20, None);
+        // Distinct chunks: no check.
+        r.feed(b"2026-12-04T18:00:00.000000001Z aaaa");
+        r.feed(b"2026-12-04T18:00:00.000000001Z bbbb");
+        r.feed(b"2026-12-04T18:00:00.000000001Z cc\n");
+        // A stretch sent again (1 2 3 2 3 4), not one chunk twice in a row.
+        for c in [&b"dddd"[..], b"eeee", b"ffff", b"eeee", b"ffff", b"gg\n"] {
+            let mut f = b"2026-12-04T18:00:00.000000002Z ".to_vec();
+            f.extend_from_slice(c);
+            r.feed(&f);
+        }
+        // One chunk twice in a row.
+        r.feed(b"2026-12-04T18:00:00.000000003Z hhhh");
+        r.feed(b"2026-12-04T18:00:00.000000003Z hhhh");
+        r.feed(b"2026-12-04T18:00:00.000000003Z i\n");
+        // The next line's chunks are compared with its own only.
+        r.feed(b"2026-12-04T18:00:00.000000004Z hhhh");
+        r.feed(b"2026-12-04T18:00:00.000000004Z j\n");
+        let marks: Vec<bool> = r.1.iter().map(|x| x.repeated).collect();
+        assert_eq!(marks, vec![false, true, true, false]);
     }
 
     #[test]
